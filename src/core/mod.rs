@@ -1,0 +1,8 @@
+//! The pure core of the downloader: planning from the listing, the ordered window of
+//! outstanding fetches, and the LZ4-to-file sink. It never names a WASI type, so it compiles
+//! and is unit-tested natively.
+
+pub mod error;
+pub mod lz4;
+pub mod plan;
+pub mod window;

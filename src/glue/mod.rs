@@ -1,0 +1,1 @@
+//! WIT glue and the wasi:io poll loop (wasm32 only).
