@@ -2,7 +2,9 @@
 //! outstanding fetches, and the LZ4-to-file sink. It never names a WASI type, so it compiles
 //! and is unit-tested natively.
 
+pub mod download;
 pub mod error;
 pub mod lz4;
 pub mod plan;
+pub mod sink;
 pub mod window;
