@@ -96,7 +96,7 @@ impl SplitMix {
             b"frame ",
         ];
         while out.len() < len {
-            if self.next_u64() % 3 == 0 {
+            if self.next_u64().is_multiple_of(3) {
                 out.extend_from_slice(&self.next_u64().to_le_bytes());
             } else {
                 out.extend_from_slice(words[(self.next_u64() % 6) as usize]);
@@ -159,7 +159,7 @@ pub fn generate(spec: &Spec) -> Vec<GeneratedIndex> {
             segments.push((wal.len() as u64, now[wal.len()..].to_vec()));
             wal = now;
         }
-        check_wal(&wal, spec.page_size);
+        assert_eq!(verify_wal(&wal), spec.page_size);
         out.push(GeneratedIndex {
             index,
             wal,
@@ -199,7 +199,7 @@ fn transaction(
     for _ in 0..inserts {
         *rows += 1;
         // Mostly small rows, some spanning overflow pages.
-        let len = if rng.next_u64() % 4 == 0 {
+        let len = if rng.next_u64().is_multiple_of(4) {
             rng.range(1, max_blob as u64) as usize
         } else {
             rng.range(1, 300.min(max_blob as u64)) as usize
@@ -211,7 +211,7 @@ fn transaction(
         )
         .unwrap();
     }
-    if *rows > 4 && rng.next_u64() % 2 == 0 {
+    if *rows > 4 && rng.next_u64().is_multiple_of(2) {
         let id = rng.range(1, *rows) as i64;
         let len = rng.range(1, 200) as usize;
         tx.execute(
@@ -220,7 +220,7 @@ fn transaction(
         )
         .unwrap();
     }
-    if *rows > 8 && rng.next_u64() % 5 == 0 {
+    if *rows > 8 && rng.next_u64().is_multiple_of(5) {
         let id = rng.range(1, *rows) as i64;
         tx.execute("DELETE FROM t WHERE id = ?1", params![id])
             .unwrap();
@@ -267,6 +267,57 @@ pub fn check_wal(wal: &[u8], page_size: u32) {
         0,
         "WAL is not whole frames"
     );
+}
+
+/// Checks a WAL as SQLite would when it recovers it: header magic, page size, whole frames,
+/// the header checksum and the cumulative checksum and salts of every frame. Returns the page
+/// size.
+pub fn verify_wal(wal: &[u8]) -> u32 {
+    assert!(wal.len() >= WAL_HEADER_SIZE, "WAL shorter than its header");
+    let be = |b: &[u8]| u32::from_be_bytes(b[..4].try_into().unwrap());
+    let magic = be(&wal[0..4]);
+    assert!(WAL_MAGIC.contains(&magic), "bad WAL magic {magic:#x}");
+    let page_size = be(&wal[8..12]);
+    assert!(
+        (512..=65536).contains(&page_size) && page_size.is_power_of_two(),
+        "bad WAL page size {page_size}"
+    );
+    check_wal(wal, page_size);
+    // The low bit of the magic says in which byte order the checksummed words are read.
+    let big_endian = magic & 1 == 1;
+    let word = |b: &[u8]| {
+        let b: [u8; 4] = b[..4].try_into().unwrap();
+        if big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    let checksum = |mut s: (u32, u32), data: &[u8]| {
+        for pair in data.chunks_exact(8) {
+            s.0 = s.0.wrapping_add(word(&pair[0..4])).wrapping_add(s.1);
+            s.1 = s.1.wrapping_add(word(&pair[4..8])).wrapping_add(s.0);
+        }
+        s
+    };
+    let mut s = checksum((0, 0), &wal[0..24]);
+    assert_eq!(
+        s,
+        (be(&wal[24..28]), be(&wal[28..32])),
+        "WAL header checksum"
+    );
+    let frame = WAL_FRAME_HEADER_SIZE + page_size as usize;
+    for (i, f) in wal[WAL_HEADER_SIZE..].chunks_exact(frame).enumerate() {
+        assert_eq!(&f[8..16], &wal[16..24], "salts of WAL frame {i}");
+        s = checksum(s, &f[0..8]);
+        s = checksum(s, &f[WAL_FRAME_HEADER_SIZE..]);
+        assert_eq!(
+            s,
+            (be(&f[16..20]), be(&f[20..24])),
+            "checksum of WAL frame {i}"
+        );
+    }
+    page_size
 }
 
 /// LZ4 block size of a frame.
