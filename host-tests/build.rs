@@ -20,7 +20,10 @@ fn main() {
 
     // A prebuilt component may be supplied instead (packaging, or a machine without rustup).
     if let Some(path) = std::env::var_os("WALRESTORE_COMPONENT_OVERRIDE") {
-        println!("cargo:rustc-env=WALRESTORE_COMPONENT={}", Path::new(&path).display());
+        println!(
+            "cargo:rustc-env=WALRESTORE_COMPONENT={}",
+            Path::new(&path).display()
+        );
         return;
     }
 
@@ -30,7 +33,14 @@ fn main() {
     let target_dir = root.join("target").join("component");
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&root)
-        .args(["build", "--release", "--locked", "-p", "walrestore", "--lib"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "walrestore",
+            "--lib",
+        ])
         .args(["--target", TARGET])
         .arg("--target-dir")
         .arg(&target_dir);

@@ -1,1 +1,18 @@
-//! placeholder
+//! walrestore-host: runs the walrestore component (Litestream's WAL downloader for WASI 0.2)
+//! in wasmtime, supplies its replica client from a `Replica` backend, and provides the
+//! `wal-download` CLI.
+//!
+//! - `embed`: the engine, linker and store (`Runtime`, `Download`).
+//! - `client`: the host side of the WIT `replica-client` interface.
+//! - `backend`: where segments come from (`DirReplica`, `MemReplica`).
+
+pub mod backend;
+mod bindings;
+mod client;
+mod embed;
+
+pub use backend::{
+    DirReplica, Fault, FetchStats, MemReplica, Replica, ReplicaError, SegmentBody, WalSegmentInfo,
+    format_hex16, parse_hex16,
+};
+pub use embed::{Download, DownloadError, ErrorKind, Options, Runtime, WalFile};

@@ -1,0 +1,507 @@
+//! `MemReplica`: an in-memory replica for tests and benchmarks, with injectable latency and
+//! faults, and counters of how many fetches are outstanding at once.
+
+use super::{
+    Replica, ReplicaError, SegmentBody, WalSegmentInfo, dir, is_generation_name, segment_path,
+};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream};
+use futures::{FutureExt, StreamExt};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A fault injected into one segment's fetch.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// The fetch fails with this error (`NotFound(..)` for not-found).
+    FetchError(ReplicaError),
+    /// The body fails with `ReplicaError::Other(message)` after `after` bytes.
+    MidStream { after: usize, message: String },
+    /// A delay before every chunk of the body.
+    SlowStream(Duration),
+    /// Extra latency before the fetch is ready.
+    Delay(Duration),
+}
+
+/// Counters of a `MemReplica`'s work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    /// `fetch_wal_segment` calls.
+    pub fetches: u64,
+    /// Fetches whose future or body has not been dropped yet.
+    pub outstanding: u64,
+    /// High-water mark of `outstanding`.
+    pub max_outstanding: u64,
+    /// `list_wal_segments` calls.
+    pub listings: u64,
+    /// Listing pages delivered.
+    pub pages: u64,
+}
+
+/// An in-memory replica. Clones share data, settings and stats, so a test keeps a clone to
+/// change faults and read stats while the host uses another.
+#[derive(Clone, Default)]
+pub struct MemReplica {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (generation, index, offset) -> compressed bytes; the key order is listing order.
+    segments: Mutex<BTreeMap<(String, u64, u64), Bytes>>,
+    settings: Mutex<Settings>,
+    stats: Mutex<FetchStats>,
+}
+
+struct Settings {
+    fetch_latency: Duration,
+    list_latency: Duration,
+    page_size: usize,
+    chunk_size: usize,
+    list_error: Option<ReplicaError>,
+    faults: HashMap<(u64, u64), Fault>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            fetch_latency: Duration::ZERO,
+            list_latency: Duration::ZERO,
+            page_size: 1000,
+            chunk_size: 64 * 1024,
+            list_error: None,
+            faults: HashMap::new(),
+        }
+    }
+}
+
+/// Counts one fetch as outstanding from its call until the last of its future and body is
+/// dropped (it moves from the future into the body).
+struct OutstandingGuard(Arc<Inner>);
+
+impl OutstandingGuard {
+    fn new(inner: Arc<Inner>) -> OutstandingGuard {
+        {
+            let mut stats = lock(&inner.stats);
+            stats.fetches += 1;
+            stats.outstanding += 1;
+            stats.max_outstanding = stats.max_outstanding.max(stats.outstanding);
+        }
+        OutstandingGuard(inner)
+    }
+}
+
+impl Drop for OutstandingGuard {
+    fn drop(&mut self) {
+        lock(&self.0.stats).outstanding -= 1;
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the data is plain counters and maps that a panic
+/// elsewhere cannot leave half-updated in a way that matters to a test.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn sleep(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+impl MemReplica {
+    /// An empty replica with no latency and no faults.
+    pub fn new() -> MemReplica {
+        MemReplica::default()
+    }
+
+    /// Loads every generation's segments from a directory in Litestream's layout.
+    pub fn load_dir(root: &Path) -> std::io::Result<MemReplica> {
+        let to_io = |e: ReplicaError| std::io::Error::other(e.to_string());
+        let replica = MemReplica::new();
+        for generation in dir::list_generations(root).map_err(to_io)? {
+            for index in dir::list_indexes(root, &generation, 0).map_err(to_io)? {
+                for s in dir::list_segments(root, &generation, index).map_err(to_io)? {
+                    let data =
+                        std::fs::read(root.join(segment_path(&generation, index, s.offset)))?;
+                    replica.insert(&generation, index, s.offset, data);
+                }
+            }
+        }
+        Ok(replica)
+    }
+
+    /// Adds (or replaces) a segment.
+    pub fn insert(&self, generation: &str, index: u64, offset: u64, compressed: impl Into<Bytes>) {
+        lock(&self.inner.segments)
+            .insert((generation.to_owned(), index, offset), compressed.into());
+    }
+
+    /// Latency before a fetch's result is ready.
+    pub fn set_fetch_latency(&self, d: Duration) {
+        lock(&self.inner.settings).fetch_latency = d;
+    }
+
+    /// Latency before each listing page.
+    pub fn set_list_latency(&self, d: Duration) {
+        lock(&self.inner.settings).list_latency = d;
+    }
+
+    /// Segments per listing page (default 1000; at least 1).
+    pub fn set_page_size(&self, n: usize) {
+        lock(&self.inner.settings).page_size = n.max(1);
+    }
+
+    /// Bytes per body chunk (default 64 KiB; at least 1).
+    pub fn set_chunk_size(&self, n: usize) {
+        lock(&self.inner.settings).chunk_size = n.max(1);
+    }
+
+    /// Makes listings fail with `e` (at their next page), or succeed again with `None`.
+    pub fn set_list_error(&self, e: Option<ReplicaError>) {
+        lock(&self.inner.settings).list_error = e;
+    }
+
+    /// Injects a fault into the segment at (index, offset) of any generation.
+    pub fn set_fault(&self, index: u64, offset: u64, fault: Fault) {
+        lock(&self.inner.settings)
+            .faults
+            .insert((index, offset), fault);
+    }
+
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        lock(&self.inner.settings).faults.clear();
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> FetchStats {
+        *lock(&self.inner.stats)
+    }
+
+    /// Resets the counters, except `outstanding` (those fetches are still alive) from which
+    /// `max_outstanding` starts again.
+    pub fn reset_stats(&self) {
+        let mut stats = lock(&self.inner.stats);
+        *stats = FetchStats {
+            outstanding: stats.outstanding,
+            max_outstanding: stats.outstanding,
+            ..FetchStats::default()
+        };
+    }
+}
+
+impl Replica for MemReplica {
+    fn generations(&self) -> BoxFuture<'static, Result<Vec<String>, ReplicaError>> {
+        let mut generations: Vec<String> = lock(&self.inner.segments)
+            .keys()
+            .map(|(g, _, _)| g.clone())
+            .collect();
+        generations.dedup(); // keys are sorted, so duplicates are adjacent
+        async move { Ok(generations) }.boxed()
+    }
+
+    fn list_wal_segments(
+        &self,
+        generation: &str,
+        min_index: u64,
+    ) -> BoxStream<'static, Result<Vec<WalSegmentInfo>, ReplicaError>> {
+        lock(&self.inner.stats).listings += 1;
+        if !is_generation_name(generation) {
+            return stream::iter([Err(super::invalid_generation(generation))]).boxed();
+        }
+        // The listing is a snapshot of the segments at the call.
+        let segments: Vec<WalSegmentInfo> = lock(&self.inner.segments)
+            .iter()
+            .filter(|((g, index, _), _)| g == generation && *index >= min_index)
+            .map(|(&(_, index, offset), data)| WalSegmentInfo {
+                index,
+                offset,
+                size: data.len() as u64,
+            })
+            .collect();
+        let inner = self.inner.clone();
+        stream::unfold(Some(segments), move |remaining| {
+            let inner = inner.clone();
+            async move {
+                let mut remaining = remaining?;
+                let (latency, page_size, error) = {
+                    let s = lock(&inner.settings);
+                    (s.list_latency, s.page_size, s.list_error.clone())
+                };
+                sleep(latency).await;
+                if let Some(e) = error {
+                    return Some((Err(e), None));
+                }
+                if remaining.is_empty() {
+                    return None;
+                }
+                let rest = remaining.split_off(page_size.min(remaining.len()));
+                lock(&inner.stats).pages += 1;
+                Some((Ok(remaining), Some(rest)))
+            }
+        })
+        .boxed()
+    }
+
+    fn fetch_wal_segment(
+        &self,
+        generation: &str,
+        index: u64,
+        offset: u64,
+    ) -> BoxFuture<'static, Result<SegmentBody, ReplicaError>> {
+        let guard = OutstandingGuard::new(self.inner.clone());
+        if !is_generation_name(generation) {
+            let e = super::invalid_generation(generation);
+            return async move { Err(e) }.boxed();
+        }
+        let data = lock(&self.inner.segments)
+            .get(&(generation.to_owned(), index, offset))
+            .cloned();
+        let (latency, chunk_size, fault) = {
+            let s = lock(&self.inner.settings);
+            (
+                s.fetch_latency,
+                s.chunk_size,
+                s.faults.get(&(index, offset)).cloned(),
+            )
+        };
+        let path = segment_path(generation, index, offset);
+        async move {
+            sleep(latency).await;
+            if let Some(Fault::Delay(d)) = &fault {
+                sleep(*d).await;
+            }
+            if let Some(Fault::FetchError(e)) = fault {
+                return Err(e);
+            }
+            let Some(data) = data else {
+                return Err(ReplicaError::NotFound(format!(
+                    "{path}: no such file or directory"
+                )));
+            };
+            let (limit, failure, chunk_delay) = match fault {
+                Some(Fault::MidStream { after, message }) => {
+                    (after.min(data.len()), Some(message), Duration::ZERO)
+                }
+                Some(Fault::SlowStream(d)) => (data.len(), None, d),
+                _ => (data.len(), None, Duration::ZERO),
+            };
+            Ok(body(
+                data.slice(..limit),
+                chunk_size,
+                chunk_delay,
+                failure,
+                guard,
+            ))
+        }
+        .boxed()
+    }
+}
+
+/// Streams `data` in chunks (zero-copy slices), then fails with `failure` if given. The guard
+/// lives as long as the stream.
+fn body(
+    data: Bytes,
+    chunk_size: usize,
+    chunk_delay: Duration,
+    failure: Option<String>,
+    guard: OutstandingGuard,
+) -> SegmentBody {
+    struct State {
+        rest: Bytes,
+        failure: Option<String>,
+        _guard: OutstandingGuard,
+    }
+    let state = State {
+        rest: data,
+        failure,
+        _guard: guard,
+    };
+    stream::unfold(Some(state), move |state| async move {
+        let mut state = state?;
+        sleep(chunk_delay).await;
+        if !state.rest.is_empty() {
+            let chunk = state.rest.split_to(chunk_size.min(state.rest.len()));
+            return Some((Ok(chunk), Some(state)));
+        }
+        let message = state.failure.take()?;
+        Some((Err(ReplicaError::Other(message)), None))
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    const GEN: &str = "0000000000000000";
+
+    fn replica_with(n: u64, len: usize) -> MemReplica {
+        let replica = MemReplica::new();
+        for index in 0..n {
+            replica.insert(GEN, index, 0, vec![index as u8; len]);
+        }
+        replica
+    }
+
+    #[tokio::test]
+    async fn outstanding_counts_until_the_body_is_dropped() {
+        let replica = replica_with(3, 10);
+        let f0 = replica.fetch_wal_segment(GEN, 0, 0);
+        let f1 = replica.fetch_wal_segment(GEN, 1, 0);
+        let stats = replica.stats();
+        assert_eq!(
+            (stats.fetches, stats.outstanding, stats.max_outstanding),
+            (2, 2, 2)
+        );
+
+        // Dropping a future that never ran releases its fetch.
+        drop(f0);
+        assert_eq!(replica.stats().outstanding, 1);
+
+        // A completed future hands the guard to the body: still outstanding until it drops.
+        let body = f1.await.unwrap();
+        assert_eq!(replica.stats().outstanding, 1);
+        let f2 = replica.fetch_wal_segment(GEN, 2, 0);
+        assert_eq!(replica.stats().max_outstanding, 2);
+        drop(body);
+        assert_eq!(replica.stats().outstanding, 1);
+        let chunks: Vec<Bytes> = f2.await.unwrap().try_collect().await.unwrap();
+        assert_eq!(chunks.concat(), vec![2u8; 10]);
+        // The body is consumed and dropped by try_collect.
+        let stats = replica.stats();
+        assert_eq!(
+            (stats.fetches, stats.outstanding, stats.max_outstanding),
+            (3, 0, 2)
+        );
+
+        replica.reset_stats();
+        assert_eq!(replica.stats(), FetchStats::default());
+    }
+
+    #[tokio::test]
+    async fn faults() {
+        let replica = replica_with(4, 100);
+        replica.set_chunk_size(30);
+        replica.set_fault(
+            0,
+            0,
+            Fault::FetchError(ReplicaError::Other("marker".into())),
+        );
+        replica.set_fault(
+            1,
+            0,
+            Fault::MidStream {
+                after: 45,
+                message: "marker".into(),
+            },
+        );
+        replica.set_fault(2, 0, Fault::SlowStream(Duration::from_millis(1)));
+
+        let err = replica.fetch_wal_segment(GEN, 0, 0).await.err().unwrap();
+        assert_eq!(err, ReplicaError::Other("marker".into()));
+
+        let items: Vec<_> = replica
+            .fetch_wal_segment(GEN, 1, 0)
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        let lens: Vec<_> = items.iter().map(|r| r.as_ref().map(Bytes::len)).collect();
+        assert_eq!(
+            lens,
+            vec![Ok(30), Ok(15), Err(&ReplicaError::Other("marker".into()))]
+        );
+
+        let chunks: Vec<Bytes> = replica
+            .fetch_wal_segment(GEN, 2, 0)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            chunks.iter().map(Bytes::len).collect::<Vec<_>>(),
+            vec![30, 30, 30, 10]
+        );
+
+        let err = replica.fetch_wal_segment(GEN, 9, 0).await.err().unwrap();
+        assert!(matches!(err, ReplicaError::NotFound(_)), "{err:?}");
+        assert!(err.message().contains("0000000000000009"), "{err}");
+
+        replica.clear_faults();
+        assert!(replica.fetch_wal_segment(GEN, 0, 0).await.is_ok());
+        assert_eq!(replica.stats().outstanding, 0);
+    }
+
+    #[tokio::test]
+    async fn listing_pages_and_list_error() {
+        let replica = replica_with(5, 1);
+        replica.insert("0000000000000001", 0, 0, vec![1]);
+        replica.set_page_size(2);
+        let pages: Vec<Vec<WalSegmentInfo>> = replica
+            .list_wal_segments(GEN, 1)
+            .try_collect()
+            .await
+            .unwrap();
+        let indexes: Vec<Vec<u64>> = pages
+            .iter()
+            .map(|p| p.iter().map(|s| s.index).collect())
+            .collect();
+        assert_eq!(indexes, vec![vec![1, 2], vec![3, 4]]);
+        let stats = replica.stats();
+        assert_eq!((stats.listings, stats.pages), (1, 2));
+        assert_eq!(
+            replica.generations().await.unwrap(),
+            vec![GEN.to_owned(), "0000000000000001".to_owned()]
+        );
+
+        replica.set_list_error(Some(ReplicaError::Other("marker".into())));
+        let err = replica
+            .list_wal_segments(GEN, 0)
+            .try_concat()
+            .await
+            .unwrap_err();
+        assert_eq!(err, ReplicaError::Other("marker".into()));
+        replica.set_list_error(None);
+        assert!(
+            replica
+                .list_wal_segments("nope", 0)
+                .try_concat()
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn load_dir_reads_every_segment() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/litestream/wal-downloader/ok");
+        assert!(
+            root.is_dir(),
+            "shared fixture {} is missing",
+            root.display()
+        );
+        let replica = MemReplica::load_dir(&root).unwrap();
+        let listed = replica
+            .list_wal_segments(GEN, 0)
+            .try_concat()
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 6);
+        let body: Vec<Bytes> = replica
+            .fetch_wal_segment(GEN, 2, 0x1038)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let expected = std::fs::read(root.join(segment_path(GEN, 2, 0x1038))).unwrap();
+        assert_eq!(body.concat(), expected);
+    }
+}

@@ -1,0 +1,296 @@
+//! Embedding: the engine, linker and pre-instantiated component (`Runtime`), and one running
+//! downloader in its own store (`Download`).
+
+use crate::backend::Replica;
+use crate::bindings::{WalDownloaderPre, downloader as wit};
+use crate::client::{self, ReplicaClientState, ReplicaClientView};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+
+/// The component, built for wasm32-wasip2 by build.rs and embedded so that binaries using this
+/// crate (the CLI) are self-contained.
+static COMPONENT: &[u8] = include_bytes!(env!("WALRESTORE_COMPONENT"));
+
+/// Engine + linker + `InstancePre` for the component, built once; cheap to clone, Send + Sync.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    pre: Arc<WalDownloaderPre<HostState>>,
+}
+
+/// What to download, and how (the WIT `options`, plus host settings).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Generation to read, 16 lowercase hex digits.
+    pub generation: String,
+    /// First WAL index to download (inclusive).
+    pub min_index: u64,
+    /// Last WAL index to download (inclusive).
+    pub max_index: u64,
+    /// Output files are `<prefix>-<index, 16 hex>-wal`; default `wal`.
+    pub prefix: String,
+    /// Most segment fetches outstanding at once; default 8.
+    pub parallelism: u32,
+    /// Preopen the output directory read-only (to test write failures); default false.
+    pub read_only_output: bool,
+}
+
+impl Options {
+    /// Options for `min_index..=max_index` of `generation`, with the defaults above.
+    pub fn new(generation: impl Into<String>, min_index: u64, max_index: u64) -> Options {
+        Options {
+            generation: generation.into(),
+            min_index,
+            max_index,
+            prefix: "wal".to_owned(),
+            parallelism: 8,
+            read_only_output: false,
+        }
+    }
+}
+
+/// A complete, verified WAL file in the output directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalFile {
+    /// Its WAL index.
+    pub index: u64,
+    /// The output directory joined with the file name the guest reported.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What kind of failure a `DownloadError` is (the WIT `error-kind`, plus `Host`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    WalNotFound,
+    MissingOffset,
+    ReplicaNotFound,
+    ReplicaUnavailable,
+    ReplicaOther,
+    Corrupt,
+    Output,
+    Closed,
+    /// A trap in the guest or a failure of the host itself.
+    Host,
+}
+
+/// A download failure. Displays as `message` only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownloadError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub index: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+impl fmt::Display for DownloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DownloadError {}
+
+impl DownloadError {
+    /// A trap or host failure; `{:#}` keeps the whole cause chain on one line.
+    fn host(e: wasmtime::Error) -> DownloadError {
+        DownloadError {
+            kind: ErrorKind::Host,
+            message: format!("{e:#}"),
+            index: None,
+            offset: None,
+        }
+    }
+}
+
+impl From<wit::Error> for DownloadError {
+    fn from(e: wit::Error) -> Self {
+        let kind = match e.kind {
+            wit::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+            wit::ErrorKind::WalNotFound => ErrorKind::WalNotFound,
+            wit::ErrorKind::MissingOffset => ErrorKind::MissingOffset,
+            wit::ErrorKind::ReplicaNotFound => ErrorKind::ReplicaNotFound,
+            wit::ErrorKind::ReplicaUnavailable => ErrorKind::ReplicaUnavailable,
+            wit::ErrorKind::ReplicaOther => ErrorKind::ReplicaOther,
+            wit::ErrorKind::Corrupt => ErrorKind::Corrupt,
+            wit::ErrorKind::Output => ErrorKind::Output,
+            wit::ErrorKind::Closed => ErrorKind::Closed,
+        };
+        DownloadError {
+            kind,
+            message: e.message,
+            index: e.index,
+            offset: e.offset,
+        }
+    }
+}
+
+/// wasmtime has its own error type; `anyhow` is this crate's public one.
+fn to_anyhow(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
+}
+
+impl Runtime {
+    /// Compiles the component embedded in this crate at build time (WALRESTORE_COMPONENT).
+    pub fn new() -> anyhow::Result<Runtime> {
+        let config = Config::new();
+        let engine = Engine::new(&config).map_err(to_anyhow)?;
+        let component = Component::new(&engine, COMPONENT)
+            .map_err(|e| anyhow::anyhow!("compiling the walrestore component: {e:#}"))?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
+        client::add_to_linker(&mut linker).map_err(to_anyhow)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(WalDownloaderPre::new)
+            .map_err(|e| anyhow::anyhow!("linking the walrestore component: {e:#}"))?;
+        Ok(Runtime {
+            engine,
+            pre: Arc::new(pre),
+        })
+    }
+
+    /// The engine the component was compiled with.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Instantiates a fresh component whose only preopen is `out_dir` (read-only when
+    /// `options.read_only_output`), with no env, args or network, and constructs its
+    /// downloader. Must be called inside a tokio runtime (replica work runs on tokio tasks).
+    pub async fn start(
+        &self,
+        replica: Arc<dyn Replica>,
+        out_dir: &Path,
+        options: &Options,
+    ) -> anyhow::Result<Download> {
+        let perms = match options.read_only_output {
+            true => FsPerms::ReadOnly,
+            false => FsPerms::ReadWrite,
+        };
+        let mut wasi = WasiCtx::builder();
+        // stderr only, so a guest panic message is visible; nothing else of the host leaks in.
+        wasi.inherit_stderr()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        wasi.preopened_dir(out_dir, ".", perms).map_err(|e| {
+            anyhow::anyhow!("opening output directory {}: {e:#}", out_dir.display())
+        })?;
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            replica,
+        };
+        let mut store = Store::new(&self.engine, state);
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("instantiating the walrestore component: {e:#}"))?;
+        let wit_options = wit::Options {
+            generation: options.generation.clone(),
+            min_index: options.min_index,
+            max_index: options.max_index,
+            prefix: options.prefix.clone(),
+            parallelism: options.parallelism,
+        };
+        let downloader = instance
+            .walrestore_downloader_downloader()
+            .downloader()
+            .call_constructor(&mut store, &wit_options)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the downloader: {e:#}"))?;
+        Ok(Download {
+            store,
+            instance,
+            downloader,
+            out_dir: out_dir.to_path_buf(),
+        })
+    }
+}
+
+/// The data of one download's store: WASI (the output directory), the resource table shared
+/// by WASI and the replica client, and the replica.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    replica: Arc<dyn Replica>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ReplicaClientState for HostState {
+    fn replica_client(&mut self) -> ReplicaClientView<'_> {
+        ReplicaClientView {
+            table: &mut self.table,
+            replica: &self.replica,
+        }
+    }
+}
+
+/// One component instance and its downloader resource. Dropping it drops the store, which
+/// cancels every outstanding replica task (they are owned by resources in the store).
+pub struct Download {
+    store: Store<HostState>,
+    instance: crate::bindings::WalDownloader,
+    downloader: ResourceAny,
+    out_dir: PathBuf,
+}
+
+impl Download {
+    /// The next WAL file in index order, `None` after the last; see the WIT `next`.
+    pub async fn next(&mut self) -> Result<Option<WalFile>, DownloadError> {
+        let guest = self
+            .instance
+            .walrestore_downloader_downloader()
+            .downloader();
+        let file = guest
+            .call_next(&mut self.store, self.downloader)
+            .await
+            .map_err(DownloadError::host)??;
+        Ok(file.map(|f| WalFile {
+            index: f.index,
+            path: self.out_dir.join(f.path),
+            size: f.size,
+        }))
+    }
+
+    /// How many WAL files `next` has returned.
+    pub async fn count(&mut self) -> Result<u64, DownloadError> {
+        let guest = self
+            .instance
+            .walrestore_downloader_downloader()
+            .downloader();
+        guest
+            .call_count(&mut self.store, self.downloader)
+            .await
+            .map_err(DownloadError::host)
+    }
+
+    /// Cancels outstanding work, removes unfinished output and returns the first error.
+    pub async fn close(&mut self) -> Result<(), DownloadError> {
+        let guest = self
+            .instance
+            .walrestore_downloader_downloader()
+            .downloader();
+        guest
+            .call_close(&mut self.store, self.downloader)
+            .await
+            .map_err(DownloadError::host)??;
+        Ok(())
+    }
+}
