@@ -1,0 +1,199 @@
+//! The exported `downloader` resource: the core's [`Download`] driven by one single-threaded
+//! `wasi:io/poll` loop over the listing and the outstanding fetches.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use super::bindings::exports::walrestore::downloader::downloader as wit;
+use super::client::{Fetch, FetchEvent, Listing, ListingEvent};
+use super::output::WasiOutput;
+use super::reactor;
+use crate::core::download::{Download, Step};
+use crate::core::error::{Error, ErrorKind, ReplicaFailure};
+use crate::core::plan::Options;
+
+/// The guest side of the `downloader` resource.
+pub struct Downloader {
+    state: RefCell<State>,
+}
+
+struct State {
+    // Host resources first: they drop before the core removes unfinished output.
+    listing: Option<Listing>,
+    /// Outstanding fetches by sequence number (only those still talking to the host).
+    fetches: HashMap<u64, Fetch>,
+    download: Download<WasiOutput>,
+}
+
+impl State {
+    /// Drops every host resource, which cancels the host work behind it.
+    fn drop_resources(&mut self) {
+        self.listing = None;
+        self.fetches.clear();
+    }
+
+    fn start_fetches(&mut self) {
+        while let Some(request) = self.download.next_fetch() {
+            let fetch = Fetch::start(&self.download.options().generation, &request);
+            self.fetches.insert(request.seq, fetch);
+        }
+    }
+
+    fn pump_listing(&mut self) {
+        while let Some(listing) = &self.listing {
+            match listing.next() {
+                None => return,
+                Some(ListingEvent::Page(page)) => self.download.listing_page(&page),
+                Some(ListingEvent::End) => self.download.listing_end(),
+                Some(ListingEvent::Failed(e)) => self.download.listing_failed(&e),
+            }
+            if !self.download.wants_listing() {
+                self.listing = None;
+            }
+        }
+    }
+
+    fn pump_fetch(&mut self, seq: u64) {
+        let Some(fetch) = self.fetches.get_mut(&seq) else {
+            return;
+        };
+        let Some(event) = fetch.advance() else {
+            return;
+        };
+        // The host counts a fetch outstanding until its resources are dropped.
+        self.fetches.remove(&seq);
+        match event {
+            FetchEvent::Done(bytes) => self.download.fetch_done(seq, bytes),
+            FetchEvent::Failed(failure) => self.download.fetch_failed(seq, &failure),
+        }
+    }
+
+    fn next(&mut self) -> Result<Option<wit::WalFile>, Error> {
+        if self.download.begin()? {
+            let options = self.download.options();
+            self.listing = Some(Listing::start(&options.generation, options.min_index));
+        }
+        loop {
+            match self.download.step()? {
+                Step::File(file) => {
+                    // Top the window up before the caller takes its time with the file.
+                    self.start_fetches();
+                    return Ok(Some(wit::WalFile {
+                        index: file.index,
+                        path: file.name,
+                        size: file.size,
+                    }));
+                }
+                Step::End => {
+                    self.drop_resources();
+                    return Ok(None);
+                }
+                Step::Wait => {}
+            }
+            self.start_fetches();
+            if !self.download.wants_listing() {
+                self.listing = None;
+            }
+            let mut pollables = Vec::with_capacity(self.fetches.len() + 1);
+            let mut owners = Vec::with_capacity(self.fetches.len() + 1);
+            if let Some(listing) = &self.listing {
+                pollables.push(listing.pollable());
+                owners.push(None);
+            }
+            for (seq, fetch) in &self.fetches {
+                if let Some(pollable) = fetch.pollable() {
+                    pollables.push(pollable);
+                    owners.push(Some(*seq));
+                }
+            }
+            let Some(ready) = reactor::wait(&pollables) else {
+                // Unreachable if the core is right; an error beats a trap in `poll`.
+                let what = ReplicaFailure::Other(
+                    "internal error: waiting with nothing outstanding".into(),
+                );
+                return Err(Error::listing(&self.download.options().generation, &what));
+            };
+            drop(pollables);
+            for i in ready {
+                match owners[i] {
+                    None => self.pump_listing(),
+                    Some(seq) => self.pump_fetch(seq),
+                }
+            }
+        }
+    }
+}
+
+fn to_wit(e: Error) -> wit::Error {
+    let kind = match e.kind {
+        ErrorKind::InvalidArgument => wit::ErrorKind::InvalidArgument,
+        ErrorKind::WalNotFound => wit::ErrorKind::WalNotFound,
+        ErrorKind::MissingOffset => wit::ErrorKind::MissingOffset,
+        ErrorKind::ReplicaNotFound => wit::ErrorKind::ReplicaNotFound,
+        ErrorKind::ReplicaUnavailable => wit::ErrorKind::ReplicaUnavailable,
+        ErrorKind::ReplicaOther => wit::ErrorKind::ReplicaOther,
+        ErrorKind::Corrupt => wit::ErrorKind::Corrupt,
+        ErrorKind::Output => wit::ErrorKind::Output,
+        ErrorKind::Closed => wit::ErrorKind::Closed,
+    };
+    wit::Error {
+        kind,
+        message: e.message,
+        index: e.index,
+        offset: e.offset,
+    }
+}
+
+impl wit::GuestDownloader for Downloader {
+    fn new(options: wit::Options) -> Downloader {
+        // Nothing starts and nothing is checked until the first `next`.
+        let options = Options {
+            generation: options.generation,
+            min_index: options.min_index,
+            max_index: options.max_index,
+            prefix: options.prefix,
+            parallelism: options.parallelism,
+        };
+        Downloader {
+            state: RefCell::new(State {
+                listing: None,
+                fetches: HashMap::new(),
+                download: Download::new(options, WasiOutput::open()),
+            }),
+        }
+    }
+
+    fn next(&self) -> Result<Option<wit::WalFile>, wit::Error> {
+        let mut state = self.state.borrow_mut();
+        let result = state.next();
+        if state.download.is_stopped() {
+            state.drop_resources();
+        }
+        result.map_err(to_wit)
+    }
+
+    fn count(&self) -> u64 {
+        self.state.borrow().download.count()
+    }
+
+    fn close(&self) -> Result<(), wit::Error> {
+        let mut state = self.state.borrow_mut();
+        state.drop_resources();
+        state.download.close().map_err(to_wit)
+    }
+}
+
+impl Drop for Downloader {
+    fn drop(&mut self) {
+        let state = self.state.get_mut();
+        state.drop_resources();
+        let _ = state.download.close();
+    }
+}
+
+/// The component's export.
+pub struct Component;
+
+impl wit::Guest for Component {
+    type Downloader = Downloader;
+}
