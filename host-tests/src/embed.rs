@@ -7,6 +7,7 @@ use crate::client::{self, ReplicaClientState, ReplicaClientView};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
@@ -208,7 +209,7 @@ impl Runtime {
             .await
             .map_err(|e| anyhow::anyhow!("creating the downloader: {e:#}"))?;
         Ok(Download {
-            store,
+            store: Some(store),
             instance,
             downloader,
             out_dir: out_dir.to_path_buf(),
@@ -242,10 +243,17 @@ impl ReplicaClientState for HostState {
     }
 }
 
+/// How long a dropped `Download` gives the guest's destructor to remove unfinished output
+/// before the store is dropped regardless.
+const DROP_CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One component instance and its downloader resource. Dropping it drops the store, which
-/// cancels every outstanding replica task (they are owned by resources in the store).
+/// cancels every outstanding replica task (they are owned by resources in the store); when
+/// dropped inside a tokio runtime, the guest's destructor runs first, on a task, so that
+/// unfinished output is removed as the WIT promises.
 pub struct Download {
-    store: Store<HostState>,
+    /// `None` only while being dropped.
+    store: Option<Store<HostState>>,
     instance: crate::bindings::WalDownloader,
     downloader: ResourceAny,
     out_dir: PathBuf,
@@ -259,7 +267,7 @@ impl Download {
             .walrestore_downloader_downloader()
             .downloader();
         let file = guest
-            .call_next(&mut self.store, self.downloader)
+            .call_next(self.store.as_mut().expect(LIVE), self.downloader)
             .await
             .map_err(DownloadError::host)??;
         Ok(file.map(|f| WalFile {
@@ -276,7 +284,7 @@ impl Download {
             .walrestore_downloader_downloader()
             .downloader();
         guest
-            .call_count(&mut self.store, self.downloader)
+            .call_count(self.store.as_mut().expect(LIVE), self.downloader)
             .await
             .map_err(DownloadError::host)
     }
@@ -288,9 +296,32 @@ impl Download {
             .walrestore_downloader_downloader()
             .downloader();
         guest
-            .call_close(&mut self.store, self.downloader)
+            .call_close(self.store.as_mut().expect(LIVE), self.downloader)
             .await
             .map_err(DownloadError::host)??;
         Ok(())
+    }
+}
+
+const LIVE: &str = "the store is only taken when the Download is dropped";
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        let Some(mut store) = self.store.take() else {
+            return;
+        };
+        let downloader = self.downloader;
+        // Dropping the guest's resource runs its destructor (cancel fetches, remove unfinished
+        // files); dropping only the store would leave those files behind. That call is async,
+        // so it runs on a task; without a runtime the store is simply dropped.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let cleanup = downloader.resource_drop_async(&mut store);
+                // A trapped or hung guest must not keep the store alive: errors are ignored
+                // (nothing is left to report them to) and the wait is bounded.
+                let _ = tokio::time::timeout(DROP_CLEANUP_TIMEOUT, cleanup).await;
+                drop(store);
+            });
+        }
     }
 }

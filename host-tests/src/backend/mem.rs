@@ -303,7 +303,8 @@ impl Replica for MemReplica {
 }
 
 /// Streams `data` in chunks (zero-copy slices), then fails with `failure` if given. The guard
-/// lives as long as the stream.
+/// lives as long as the stream, not just until its last item: the fetch counts as outstanding
+/// until the body is dropped.
 fn body(
     data: Bytes,
     chunk_size: usize,
@@ -311,27 +312,39 @@ fn body(
     failure: Option<String>,
     guard: OutstandingGuard,
 ) -> SegmentBody {
-    struct State {
-        rest: Bytes,
-        failure: Option<String>,
-        _guard: OutstandingGuard,
-    }
-    let state = State {
-        rest: data,
-        failure,
-        _guard: guard,
-    };
-    stream::unfold(Some(state), move |state| async move {
-        let mut state = state?;
+    let chunks = stream::unfold(Some((data, failure)), move |state| async move {
+        let (mut rest, mut failure) = state?;
         sleep(chunk_delay).await;
-        if !state.rest.is_empty() {
-            let chunk = state.rest.split_to(chunk_size.min(state.rest.len()));
-            return Some((Ok(chunk), Some(state)));
+        if !rest.is_empty() {
+            let chunk = rest.split_to(chunk_size.min(rest.len()));
+            return Some((Ok(chunk), Some((rest, failure))));
         }
-        let message = state.failure.take()?;
+        let message = failure.take()?;
         Some((Err(ReplicaError::Other(message)), None))
     })
+    .boxed();
+    Guarded {
+        inner: chunks,
+        _guard: guard,
+    }
     .boxed()
+}
+
+/// A body that holds its fetch's `OutstandingGuard` until it is dropped.
+struct Guarded {
+    inner: SegmentBody,
+    _guard: OutstandingGuard,
+}
+
+impl futures::Stream for Guarded {
+    type Item = Result<Bytes, ReplicaError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@ use wasmtime_wasi_io::streams::{StreamError, StreamResult};
 
 /// Hands out the body's `Bytes` chunks without copying (split when the guest asks for less).
 /// End of body is `StreamError::Closed`; an `Err` item is `LastOperationFailed` carrying the
-/// replica's message, then `Closed`. Dropping it drops the body, which cancels the fetch.
+/// replica's message, then `Closed`. The body (and the replica's hold on the fetch) lives until
+/// the guest drops the stream resource, even after its end.
 pub struct SegmentStream {
-    /// `None` once the body ended or failed.
-    body: Option<SegmentBody>,
+    body: SegmentBody,
+    /// The body ended or failed: it is not polled again.
+    finished: bool,
     /// The unread rest of the current chunk.
     buffered: Bytes,
     /// An item taken from the body by `Pollable::ready`, not yet seen by `read`.
@@ -20,7 +22,8 @@ pub struct SegmentStream {
 impl SegmentStream {
     pub fn new(body: SegmentBody) -> SegmentStream {
         SegmentStream {
-            body: Some(body),
+            body,
+            finished: false,
             buffered: Bytes::new(),
             pending: None,
         }
@@ -38,11 +41,11 @@ impl wasmtime_wasi_io::streams::InputStream for SegmentStream {
             let item = match self.pending.take() {
                 Some(item) => item,
                 None => {
-                    let Some(body) = &mut self.body else {
+                    if self.finished {
                         return Err(StreamError::Closed);
-                    };
+                    }
                     // Non-blocking: an empty read tells the guest to poll `subscribe`.
-                    match body.next().now_or_never() {
+                    match self.body.next().now_or_never() {
                         Some(item) => item,
                         None => return Ok(Bytes::new()),
                     }
@@ -52,14 +55,14 @@ impl wasmtime_wasi_io::streams::InputStream for SegmentStream {
                 // Empty chunks are skipped: an empty read would mean "not ready yet".
                 Some(Ok(chunk)) => self.buffered = chunk,
                 Some(Err(e)) => {
-                    self.body = None;
+                    self.finished = true;
                     return Err(StreamError::LastOperationFailed(wasmtime::format_err!(
                         "{}",
                         e.message()
                     )));
                 }
                 None => {
-                    self.body = None;
+                    self.finished = true;
                     return Err(StreamError::Closed);
                 }
             }
@@ -73,9 +76,9 @@ impl wasmtime_wasi_io::poll::Pollable for SegmentStream {
         if !self.buffered.is_empty() || self.pending.is_some() {
             return;
         }
-        if let Some(body) = &mut self.body {
+        if !self.finished {
             // `next` is cancel-safe: `poll` may drop this future.
-            self.pending = Some(body.next().await);
+            self.pending = Some(self.body.next().await);
         }
     }
 }
