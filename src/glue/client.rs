@@ -34,7 +34,7 @@ pub enum ListingEvent {
 /// A running listing of one generation's WAL segments.
 pub struct Listing {
     pollable: Pollable,
-    _listing: WalSegmentListing,
+    listing: WalSegmentListing,
 }
 
 impl Listing {
@@ -43,7 +43,7 @@ impl Listing {
         let listing = rc::list_wal_segments(generation, min_index);
         Listing {
             pollable: listing.subscribe(),
-            _listing: listing,
+            listing,
         }
     }
 
@@ -54,7 +54,7 @@ impl Listing {
 
     /// Takes the next page without blocking; `None` when it is not available yet.
     pub fn next(&self) -> Option<ListingEvent> {
-        Some(match self._listing.next_page()? {
+        Some(match self.listing.next_page()? {
             Ok(Some(page)) => ListingEvent::Page(
                 page.into_iter()
                     .map(|s| SegmentInfo {
