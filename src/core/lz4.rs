@@ -380,6 +380,22 @@ mod tests {
     }
 
     #[test]
+    fn empty_blocks_do_not_end_the_frame() {
+        let data = sample(200_000);
+        let info = FrameInfo::new()
+            .block_size(BlockSize::Max64KB)
+            .content_checksum(true);
+        let encoded = encode(info, &data);
+        // An empty uncompressed block right after the descriptor and one before the EndMark.
+        let mut edited = encoded[..7].to_vec();
+        edited.extend_from_slice(&BLOCK_UNCOMPRESSED.to_le_bytes());
+        edited.extend_from_slice(&encoded[7..encoded.len() - 8]);
+        edited.extend_from_slice(&BLOCK_UNCOMPRESSED.to_le_bytes());
+        edited.extend_from_slice(&encoded[encoded.len() - 8..]);
+        assert!(decode(&edited).unwrap() == data);
+    }
+
+    #[test]
     fn every_truncation_is_an_error() {
         let data = sample(140_000);
         for info in [
