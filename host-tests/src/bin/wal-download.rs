@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
-use walrestore_host::{DirReplica, Options, Replica, Runtime};
+use walrestore_host::{DirReplica, Options, Replica, Runtime, parse_hex16};
 
 /// Download WAL files from a Litestream (v0.4) replica.
 ///
@@ -115,6 +115,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     let (min_index, max_index) = match (min_index, max_index) {
         (Some(min), Some(max)) => (min, max),
+        // Not a name a replica could hold: the component reports it, as for any bad option.
+        (min, max) if !is_generation_name(&generation) => (min.unwrap_or(0), max.unwrap_or(0)),
         (min, max) => {
             let (lowest, highest) = index_range(replica.as_ref(), &generation)
                 .await?
@@ -160,18 +162,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(None) => break,
             Err(e) => {
-                if progress && files > 0 {
-                    eprintln!();
-                }
+                clear_progress(progress && files > 0);
                 // Close removes unfinished output; its error is the same first error.
                 let _ = download.close().await;
                 return Err(e.message);
             }
         }
     }
-    if progress && files > 0 {
-        eprintln!();
-    }
+    clear_progress(progress && files > 0);
     download.close().await.map_err(|e| e.message)?;
     if !cli.quiet {
         eprintln!(
@@ -180,6 +178,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Erases the progress line, so that only the summary or the error line stays on screen.
+fn clear_progress(shown: bool) {
+    if shown {
+        eprint!("\r\x1b[K");
+    }
 }
 
 /// The directory of a replica given as a path or a `file://` URL.
@@ -232,6 +237,10 @@ fn parse_index(s: &str) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(digits, 16).ok()
+}
+
+fn is_generation_name(s: &str) -> bool {
+    parse_hex16(s).is_some()
 }
 
 /// The replica's only generation; none or several is an error naming what was found.
