@@ -29,9 +29,14 @@ fn tokio_rt() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// 48 cases by default (a few seconds); `PROPTEST_CASES` runs more when hunting bugs.
 fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48);
     ProptestConfig {
-        cases: 48,
+        cases,
         max_shrink_iters: 64,
         ..ProptestConfig::default()
     }
