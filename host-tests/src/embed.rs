@@ -188,8 +188,10 @@ impl Runtime {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             replica,
+            memory: MemoryWatch::default(),
         };
         let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.memory);
         let instance = self
             .pre
             .instantiate_async(&mut store)
@@ -223,6 +225,35 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     replica: Arc<dyn Replica>,
+    memory: MemoryWatch,
+}
+
+/// Records the high-water mark of the guest's linear memories (they never shrink, so the
+/// largest size any of them was grown to is the peak).
+#[derive(Default)]
+struct MemoryWatch {
+    peak: usize,
+}
+
+impl wasmtime::ResourceLimiter for MemoryWatch {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
 }
 
 impl WasiView for HostState {
@@ -287,6 +318,11 @@ impl Download {
             .call_count(self.store.as_mut().expect(LIVE), self.downloader)
             .await
             .map_err(DownloadError::host)
+    }
+
+    /// The high-water mark of the guest's linear memory, in bytes, since instantiation.
+    pub fn peak_guest_memory_bytes(&self) -> u64 {
+        self.store.as_ref().expect(LIVE).data().memory.peak as u64
     }
 
     /// Cancels outstanding work, removes unfinished output and returns the first error.
