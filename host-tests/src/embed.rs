@@ -7,9 +7,9 @@ use crate::client::{self, ReplicaClientState, ReplicaClientView};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 /// The component, built for wasm32-wasip2 by build.rs and embedded so that binaries using this
@@ -137,13 +137,155 @@ fn to_anyhow(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{e:#}")
 }
 
+/// Engine settings beyond wasmtime's defaults (see `Runtime::with_config`).
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeConfig {
+    /// Use wasmtime's pooling instance allocator, sized for this many live downloads at once
+    /// (opt-in; the default is on-demand allocation).
+    pub pooling: Option<PoolingSettings>,
+}
+
+/// Size of the pooling allocator's pools.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolingSettings {
+    /// Downloads (component instances) alive at once.
+    pub instances: u32,
+    /// Largest linear memory a guest may grow to, in bytes.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for PoolingSettings {
+    fn default() -> Self {
+        PoolingSettings {
+            instances: 128,
+            max_memory_bytes: 1 << 30,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The engine for these settings. Engines made from equal settings share precompiled code.
+    pub fn engine(&self) -> anyhow::Result<Engine> {
+        let mut config = Config::new();
+        if let Some(p) = self.pooling {
+            let n = p.instances.max(1);
+            let mut pool = PoolingAllocationConfig::default();
+            // A wasip2 component is a handful of core instances (the program plus adapter
+            // shims), with one or two memories and a few tables.
+            pool.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(8))
+                .total_memories(n.saturating_mul(2))
+                .total_tables(n.saturating_mul(8))
+                .total_stacks(n)
+                .max_memory_size(p.max_memory_bytes);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        Engine::new(&config).map_err(to_anyhow)
+    }
+}
+
+/// Where precompiled components are cached by default: `$WALRESTORE_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/walrestore`, else `$HOME/.cache/walrestore`, else a directory in the
+/// system's temporary directory.
+pub fn default_cache_dir() -> PathBuf {
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = env("WALRESTORE_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = env("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("walrestore");
+    }
+    if let Some(home) = env("HOME") {
+        return PathBuf::from(home).join(".cache").join("walrestore");
+    }
+    std::env::temp_dir().join("walrestore-cache")
+}
+
+/// The file, in `cache_dir`, of the embedded component precompiled for `engine`: its name is
+/// a hash of the engine's `precompile_compatibility_hash` (which covers wasmtime's version) and the
+/// component's bytes, so a different engine, wasmtime or component never reads a stale file.
+pub fn precompiled_path(engine: &Engine, cache_dir: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    static COMPONENT_HASH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let component_hash = *COMPONENT_HASH.get_or_init(|| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        COMPONENT.hash(&mut h);
+        h.finish()
+    });
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    component_hash.hash(&mut h);
+    cache_dir.join(format!("walrestore-{:016x}.cwasm", h.finish()))
+}
+
+/// Precompiles the embedded component for `engine` into `cache_dir` unless it is already
+/// there, and returns the file. Written to a temporary name and renamed, so a concurrent
+/// reader never sees half a file.
+pub fn ensure_precompiled(engine: &Engine, cache_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = precompiled_path(engine, cache_dir);
+    if path.is_file() {
+        return Ok(path);
+    }
+    let bytes = engine
+        .precompile_component(COMPONENT)
+        .map_err(|e| anyhow::anyhow!("precompiling the walrestore component: {e:#}"))?;
+    std::fs::create_dir_all(cache_dir)
+        .map_err(|e| anyhow::anyhow!("creating cache directory {}: {e}", cache_dir.display()))?;
+    let tmp = path.with_extension(format!("cwasm.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, &bytes)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow::anyhow!("writing {}: {e}", path.display())
+        })?;
+    Ok(path)
+}
+
 impl Runtime {
     /// Compiles the component embedded in this crate at build time (WALRESTORE_COMPONENT).
     pub fn new() -> anyhow::Result<Runtime> {
-        let config = Config::new();
-        let engine = Engine::new(&config).map_err(to_anyhow)?;
+        Runtime::with_config(&RuntimeConfig::default())
+    }
+
+    /// Like `new`, with the given engine settings.
+    pub fn with_config(config: &RuntimeConfig) -> anyhow::Result<Runtime> {
+        let engine = config.engine()?;
         let component = Component::new(&engine, COMPONENT)
             .map_err(|e| anyhow::anyhow!("compiling the walrestore component: {e:#}"))?;
+        Runtime::link(engine, component)
+    }
+
+    /// Like `with_config`, but compiles the component only once per engine configuration:
+    /// the machine code is cached in `cache_dir` (see `precompiled_path`) and later runs
+    /// only load it (`Component::deserialize_file`, a few milliseconds instead of seconds).
+    pub fn cached(config: &RuntimeConfig, cache_dir: &Path) -> anyhow::Result<Runtime> {
+        let engine = config.engine()?;
+        let path = ensure_precompiled(&engine, cache_dir)?;
+        match Runtime::from_precompiled(engine.clone(), &path) {
+            Ok(runtime) => Ok(runtime),
+            // An unreadable or foreign file (e.g. damaged): compile afresh and replace it.
+            Err(_) => {
+                let _ = std::fs::remove_file(&path);
+                let path = ensure_precompiled(&engine, cache_dir)?;
+                Runtime::from_precompiled(engine, &path)
+            }
+        }
+    }
+
+    /// Loads a component precompiled by `ensure_precompiled` for a compatible `engine`, and
+    /// links it.
+    pub fn from_precompiled(engine: Engine, path: &Path) -> anyhow::Result<Runtime> {
+        // SAFETY: deserializing trusts the file to be wasmtime's own output for this engine
+        // configuration. It is: `ensure_precompiled` wrote it (atomically, by rename) into
+        // the host's own cache directory, under a name keyed by the engine's compatibility
+        // hash, and wasmtime checks its header and engine settings again on load.
+        let component = unsafe { Component::deserialize_file(&engine, path) }.map_err(|e| {
+            anyhow::anyhow!("loading precompiled component {}: {e:#}", path.display())
+        })?;
+        Runtime::link(engine, component)
+    }
+
+    fn link(engine: Engine, component: Component) -> anyhow::Result<Runtime> {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
         client::add_to_linker(&mut linker).map_err(to_anyhow)?;
@@ -190,6 +332,7 @@ impl Runtime {
             replica,
             memory: MemoryWatch::default(),
         };
+        let instantiating = Instant::now();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
         let instance = self
@@ -197,6 +340,7 @@ impl Runtime {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| anyhow::anyhow!("instantiating the walrestore component: {e:#}"))?;
+        let instantiate_time = instantiating.elapsed();
         let wit_options = wit::Options {
             generation: options.generation.clone(),
             min_index: options.min_index,
@@ -215,6 +359,7 @@ impl Runtime {
             instance,
             downloader,
             out_dir: out_dir.to_path_buf(),
+            instantiate_time,
         })
     }
 }
@@ -288,6 +433,7 @@ pub struct Download {
     instance: crate::bindings::WalDownloader,
     downloader: ResourceAny,
     out_dir: PathBuf,
+    instantiate_time: Duration,
 }
 
 impl Download {
@@ -323,6 +469,12 @@ impl Download {
     /// The high-water mark of the guest's linear memory, in bytes, since instantiation.
     pub fn peak_guest_memory_bytes(&self) -> u64 {
         self.store.as_ref().expect(LIVE).data().memory.peak as u64
+    }
+
+    /// How long creating the store and instantiating the component (from the `InstancePre`
+    /// template) took, without building the WASI context or constructing the downloader.
+    pub fn instantiate_time(&self) -> Duration {
+        self.instantiate_time
     }
 
     /// Cancels outstanding work, removes unfinished output and returns the first error.

@@ -5,8 +5,10 @@
 //! - `embed`: the engine, linker and store (`Runtime`, `Download`).
 //! - `client`: the host side of the WIT `replica-client` interface.
 //! - `backend`: where segments come from (`DirReplica`, `MemReplica`).
+//! - `bench`: the `wal-bench` harness (workload generator, native baseline, measurements).
 
 pub mod backend;
+pub mod bench;
 mod bindings;
 mod client;
 mod embed;
@@ -15,4 +17,7 @@ pub use backend::{
     DirReplica, Fault, FetchStats, MemReplica, Replica, ReplicaError, SegmentBody, WalSegmentInfo,
     format_hex16, parse_hex16,
 };
-pub use embed::{Download, DownloadError, ErrorKind, Options, Runtime, WalFile};
+pub use embed::{
+    Download, DownloadError, ErrorKind, Options, PoolingSettings, Runtime, RuntimeConfig, WalFile,
+    default_cache_dir, ensure_precompiled, precompiled_path,
+};

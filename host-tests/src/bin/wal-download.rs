@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
-use walrestore_host::{DirReplica, Options, Replica, Runtime, parse_hex16};
+use walrestore_host::{
+    DirReplica, Options, Replica, Runtime, RuntimeConfig, default_cache_dir, parse_hex16,
+};
 
 /// Download WAL files from a Litestream (v0.4) replica.
 ///
@@ -135,7 +137,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("create output directory {}: {e}", cli.out_dir.display()))?;
     restrict_umask();
 
-    let runtime = Runtime::new().map_err(|e| format!("{e:#}"))?;
+    // The component is compiled once and cached (see the README); a cache that cannot be
+    // used (read-only, full disk) only costs the compilation.
+    let runtime = Runtime::cached(&RuntimeConfig::default(), &default_cache_dir())
+        .or_else(|_| Runtime::new())
+        .map_err(|e| format!("{e:#}"))?;
     let mut options = Options::new(generation.clone(), min_index, max_index);
     options.prefix = cli.prefix;
     options.parallelism = cli.parallelism;
