@@ -164,3 +164,44 @@ impl Workload {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{GENERATION, Shape, generate};
+
+    #[tokio::test]
+    async fn the_check_names_a_wrong_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("replica");
+        generate(Shape::named("tiny").unwrap(), &root, 7).unwrap();
+        let workload = Workload::load(&root, Some(GENERATION), Some(1), Some(2))
+            .await
+            .unwrap();
+        assert_eq!(workload.segments.len(), 6);
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let mut files = Vec::new();
+        for (index, wal) in &workload.expected {
+            let path = out.join(format!("wal-{index:016x}-wal"));
+            std::fs::write(&path, wal).unwrap();
+            files.push((*index, path));
+        }
+        workload.check(&files).unwrap();
+
+        let mut wal = workload.expected[&2].clone();
+        wal[5000] ^= 1;
+        std::fs::write(&files[1].1, &wal).unwrap();
+        let e = workload.check(&files).unwrap_err().to_string();
+        assert!(e.contains("WRONG BYTE") && e.contains("offset 5000"), "{e}");
+
+        wal.pop();
+        wal[5000] ^= 1;
+        std::fs::write(&files[1].1, &wal).unwrap();
+        let e = workload.check(&files).unwrap_err().to_string();
+        assert!(e.contains("WRONG LENGTH"), "{e}");
+
+        let e = workload.check(&files[..1]).unwrap_err().to_string();
+        assert!(e.contains("indexes"), "{e}");
+    }
+}
