@@ -11,7 +11,7 @@ use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A fault injected into one segment's fetch.
 #[derive(Clone, Debug)]
@@ -108,7 +108,121 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 async fn sleep(d: Duration) {
     if !d.is_zero() {
-        tokio::time::sleep(d).await;
+        precise::sleep_until(Instant::now() + d).await;
+    }
+}
+
+/// Sleeps that end at their deadline, not at the next millisecond. tokio's timer rounds every
+/// deadline up to a whole millisecond tick, so a 10 ms latency took 10 to 11 ms, and fetches
+/// that start in lockstep stayed late together round after round. One thread sleeps on a
+/// condvar until the earliest deadline (the kernel's high-resolution timeout) and wakes the
+/// futures whose deadline passed.
+mod precise {
+    use std::cmp::Ordering;
+    use std::collections::BinaryHeap;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Condvar, Mutex, OnceLock};
+    use std::task::{Context, Poll, Waker};
+    use std::time::Instant;
+
+    struct Entry {
+        deadline: Instant,
+        waker: Waker,
+    }
+
+    // Ordered by deadline, earliest first in the (max-)heap.
+    impl Ord for Entry {
+        fn cmp(&self, other: &Self) -> Ordering {
+            other.deadline.cmp(&self.deadline)
+        }
+    }
+    impl PartialOrd for Entry {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl PartialEq for Entry {
+        fn eq(&self, other: &Self) -> bool {
+            self.deadline == other.deadline
+        }
+    }
+    impl Eq for Entry {}
+
+    struct Timer {
+        heap: Mutex<BinaryHeap<Entry>>,
+        changed: Condvar,
+    }
+
+    fn timer() -> &'static Timer {
+        static TIMER: OnceLock<&'static Timer> = OnceLock::new();
+        TIMER.get_or_init(|| {
+            let timer: &'static Timer = Box::leak(Box::new(Timer {
+                heap: Mutex::new(BinaryHeap::new()),
+                changed: Condvar::new(),
+            }));
+            std::thread::Builder::new()
+                .name("mem-replica-timer".into())
+                .spawn(move || timer.run())
+                .expect("spawn the mem replica's timer thread");
+            timer
+        })
+    }
+
+    impl Timer {
+        fn run(&self) -> ! {
+            let mut due = Vec::new();
+            let mut heap = super::lock(&self.heap);
+            loop {
+                let now = Instant::now();
+                while heap.peek().is_some_and(|e| e.deadline <= now) {
+                    due.push(heap.pop().expect("peeked").waker);
+                }
+                if !due.is_empty() {
+                    drop(heap);
+                    due.drain(..).for_each(Waker::wake);
+                    heap = super::lock(&self.heap);
+                    continue;
+                }
+                heap = match heap.peek().map(|e| e.deadline - now) {
+                    Some(wait) => {
+                        let waited = self.changed.wait_timeout(heap, wait);
+                        waited.unwrap_or_else(|e| e.into_inner()).0
+                    }
+                    None => self.changed.wait(heap).unwrap_or_else(|e| e.into_inner()),
+                };
+            }
+        }
+
+        fn register(&self, deadline: Instant, waker: Waker) {
+            let mut heap = super::lock(&self.heap);
+            let earliest = heap.peek().is_none_or(|e| deadline < e.deadline);
+            heap.push(Entry { deadline, waker });
+            if earliest {
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    /// Ready once `deadline` has passed. A dropped sleep leaves its entry to fire harmlessly.
+    pub fn sleep_until(deadline: Instant) -> SleepUntil {
+        SleepUntil { deadline }
+    }
+
+    pub struct SleepUntil {
+        deadline: Instant,
+    }
+
+    impl Future for SleepUntil {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if Instant::now() >= self.deadline {
+                return Poll::Ready(());
+            }
+            timer().register(self.deadline, cx.waker().clone());
+            Poll::Pending
+        }
     }
 }
 
@@ -270,8 +384,10 @@ impl Replica for MemReplica {
             )
         };
         let path = segment_path(generation, index, offset);
+        // The latency runs from the call, not from when the runtime first polls the task.
+        let ready_at = Instant::now() + latency;
         async move {
-            sleep(latency).await;
+            precise::sleep_until(ready_at).await;
             if let Some(Fault::Delay(d)) = &fault {
                 sleep(*d).await;
             }
