@@ -151,17 +151,10 @@ impl<O: Output> Download<O> {
 
     /// The next fetch to start, if the window has room and a segment is listed.
     pub fn next_fetch(&mut self) -> Option<FetchRequest> {
-        if self.stored.is_some() || !self.window.has_room() {
+        if self.stored.is_some() {
             return None;
         }
-        let (seq, info) = self.plan.as_mut()?.next_to_fetch()?;
-        self.window.start(seq);
-        Some(FetchRequest {
-            seq,
-            index: info.index,
-            offset: info.offset,
-            size: info.size,
-        })
+        next_fetch(&mut self.window, self.plan.as_mut()?)
     }
 
     /// The fetch of `seq` delivered all its bytes.
@@ -197,16 +190,18 @@ impl<O: Output> Download<O> {
 
     /// Writes what it can and returns the next WAL file once it is complete and the listing is
     /// complete, or `End`, or `Wait` for more events. An error is returned at its index's turn,
-    /// and again on every later call. After `Wait`, start every fetch [`Download::next_fetch`]
-    /// hands out before waiting: writing the head makes room in the window.
-    pub fn step(&mut self) -> Result<Step, Error> {
+    /// and again on every later call. Each segment written makes room in the window: the fetches
+    /// that room allows are handed to `start` at once, before the file is published or returned,
+    /// so that the next fetch's latency starts as early as possible. After `Wait`, also start
+    /// every fetch [`Download::next_fetch`] hands out before waiting.
+    pub fn step(&mut self, start: &mut dyn FnMut(FetchRequest)) -> Result<Step, Error> {
         if let Some(e) = &self.stored {
             return Err(e.clone());
         }
         if self.exhausted {
             return Ok(Step::End);
         }
-        match self.advance() {
+        match self.advance(start) {
             Ok(step) => Ok(step),
             Err(e) => {
                 self.fail(e.clone());
@@ -215,7 +210,7 @@ impl<O: Output> Download<O> {
         }
     }
 
-    fn advance(&mut self) -> Result<Step, Error> {
+    fn advance(&mut self, start: &mut dyn FnMut(FetchRequest)) -> Result<Step, Error> {
         let generation = self.options.generation.as_str();
         let Some(plan) = self.plan.as_mut() else {
             return Ok(Step::Wait);
@@ -273,6 +268,9 @@ impl<O: Output> Download<O> {
                 Some(Slot::Complete(bytes)) => {
                     sink.append(&mut self.decoder, head.offset, bytes)?;
                     plan.release_before(seq + 1);
+                    while let Some(request) = next_fetch(&mut self.window, plan) {
+                        start(request);
+                    }
                 }
                 Some(Slot::Failed(e)) => return Err(e),
                 Some(Slot::Fetching) | None => unreachable!("head was checked"),
@@ -317,6 +315,21 @@ impl<O: Output> Download<O> {
             ready.discard(&mut self.output);
         }
     }
+}
+
+/// Takes the next listed segment into the window, if it has room.
+fn next_fetch(window: &mut Window, plan: &mut Plan) -> Option<FetchRequest> {
+    if !window.has_room() {
+        return None;
+    }
+    let (seq, info) = plan.next_to_fetch()?;
+    window.start(seq);
+    Some(FetchRequest {
+        seq,
+        index: info.index,
+        offset: info.offset,
+        size: info.size,
+    })
 }
 
 impl<O: Output> Drop for Download<O> {
@@ -407,7 +420,10 @@ mod tests {
         fn next(&mut self) -> Result<Option<WalFile>, Error> {
             self.download.begin()?;
             loop {
-                match self.download.step()? {
+                let pending = &mut self.pending;
+                let step = self.download.step(&mut |f| pending.push(f))?;
+                self.max_window = self.max_window.max(self.download.in_window());
+                match step {
                     Step::File(f) => return Ok(Some(f)),
                     Step::End => return Ok(None),
                     Step::Wait => {}

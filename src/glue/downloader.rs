@@ -2,13 +2,13 @@
 //! `wasi:io/poll` loop over the listing and the outstanding fetches.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::bindings::exports::walrestore::downloader::downloader as wit;
 use super::client::{Fetch, FetchEvent, Listing, ListingEvent};
 use super::output::WasiOutput;
 use super::reactor;
-use crate::core::download::{Download, Step};
+use crate::core::download::{Download, FetchRequest, Step};
 use crate::core::error::{Error, ErrorKind, ReplicaFailure};
 use crate::core::plan::Options;
 
@@ -21,8 +21,16 @@ struct State {
     // Host resources first: they drop before the core removes unfinished output.
     listing: Option<Listing>,
     /// Outstanding fetches by sequence number (only those still talking to the host).
-    fetches: HashMap<u64, Fetch>,
+    fetches: BTreeMap<u64, Fetch>,
+    /// What the last `poll` found ready and is not handled yet, in sequence order: `None` is
+    /// the listing, `Some(seq)` a fetch (gone if it ended meanwhile).
+    ready: VecDeque<Option<u64>>,
+    generation: String,
     download: Download<WasiOutput>,
+}
+
+fn start_fetch(fetches: &mut BTreeMap<u64, Fetch>, generation: &str, request: &FetchRequest) {
+    fetches.insert(request.seq, Fetch::start(generation, request));
 }
 
 impl State {
@@ -30,13 +38,20 @@ impl State {
     fn drop_resources(&mut self) {
         self.listing = None;
         self.fetches.clear();
+        self.ready.clear();
     }
 
     fn start_fetches(&mut self) {
         while let Some(request) = self.download.next_fetch() {
-            let fetch = Fetch::start(&self.download.options().generation, &request);
-            self.fetches.insert(request.seq, fetch);
+            start_fetch(&mut self.fetches, &self.generation, &request);
         }
+    }
+
+    /// Writes what the core can, starting the fetches that makes room for at once.
+    fn step(&mut self) -> Result<Step, Error> {
+        let (fetches, generation) = (&mut self.fetches, self.generation.as_str());
+        self.download
+            .step(&mut |request| start_fetch(fetches, generation, &request))
     }
 
     fn pump_listing(&mut self) {
@@ -74,7 +89,7 @@ impl State {
             self.listing = Some(Listing::start(&options.generation, options.min_index));
         }
         loop {
-            match self.download.step()? {
+            match self.step()? {
                 Step::File(file) => {
                     // Top the window up before the caller takes its time with the file.
                     self.start_fetches();
@@ -93,6 +108,16 @@ impl State {
             self.start_fetches();
             if !self.download.wants_listing() {
                 self.listing = None;
+            }
+            // One ready event at a time, lowest sequence first, each followed by a step: the
+            // head is written (and its successor fetch started) as soon as its data is in,
+            // not after every other ready stream has been read.
+            if let Some(owner) = self.ready.pop_front() {
+                match owner {
+                    None => self.pump_listing(),
+                    Some(seq) => self.pump_fetch(seq),
+                }
+                continue;
             }
             let mut pollables = Vec::with_capacity(self.fetches.len() + 1);
             let mut owners = Vec::with_capacity(self.fetches.len() + 1);
@@ -114,12 +139,10 @@ impl State {
                 return Err(Error::listing(&self.download.options().generation, &what));
             };
             drop(pollables);
-            for i in ready {
-                match owners[i] {
-                    None => self.pump_listing(),
-                    Some(seq) => self.pump_fetch(seq),
-                }
-            }
+            // `owners` is in sequence order (the listing first).
+            let mut ready = ready;
+            ready.sort_unstable();
+            self.ready.extend(ready.into_iter().map(|i| owners[i]));
         }
     }
 }
@@ -157,7 +180,9 @@ impl wit::GuestDownloader for Downloader {
         Downloader {
             state: RefCell::new(State {
                 listing: None,
-                fetches: HashMap::new(),
+                fetches: BTreeMap::new(),
+                ready: VecDeque::new(),
+                generation: options.generation.clone(),
                 download: Download::new(options, WasiOutput::open()),
             }),
         }
