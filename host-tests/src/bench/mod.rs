@@ -13,5 +13,6 @@ pub use generate::{GENERATION, Generated, Shape, generate};
 pub use report::{Record, print_table};
 pub use run::{
     ColdStart, RunSettings, cold_start, rss_bytes, run_component, run_concurrent, run_native,
+    run_native_concurrent,
 };
 pub use workload::Workload;

@@ -8,7 +8,6 @@ use crate::embed::{Options, Runtime, RuntimeConfig, ensure_precompiled};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,6 +194,66 @@ pub async fn run_concurrent(
 /// WAL files in order, under a temporary name renamed when complete, as the component does.
 pub async fn run_native(workload: &Workload, settings: &RunSettings) -> anyhow::Result<Record> {
     let out = tempfile::tempdir().context("creating the output directory")?;
+    let (mut record, files, _) = native_download(workload, settings, out.path()).await?;
+    workload.check(&files)?;
+    record.verified = true;
+    Ok(record)
+}
+
+/// `n` native downloads at once (each on its own tokio task, with its own replica), for
+/// comparison with `run_concurrent`: the wall time of all of them, then the check.
+pub async fn run_native_concurrent(
+    workload: Arc<Workload>,
+    settings: &RunSettings,
+    n: usize,
+) -> anyhow::Result<Record> {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let workload = workload.clone();
+            let settings = *settings;
+            tokio::spawn(async move {
+                let out = tempfile::tempdir().context("creating the output directory")?;
+                let begun = Instant::now();
+                let (record, files, last) =
+                    native_download(&workload, &settings, out.path()).await?;
+                anyhow::Ok((record, files, out, last - begun, last))
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.context("native task panicked")??);
+    }
+    let last = results.iter().map(|r| r.4).max().unwrap_or(started);
+    let mut record = settings.record("native", &workload);
+    record.concurrency = n;
+    record.elapsed_ms = ms(last - started);
+    record.time_to_first_file_ms = results
+        .iter()
+        .map(|r| r.0.time_to_first_file_ms)
+        .fold(f64::MAX, f64::min);
+    record.slowest_download_ms = Some(results.iter().map(|r| ms(r.3)).fold(0.0, f64::max));
+    for (r, files, _out, _, _) in &results {
+        record.files += r.files;
+        record.bytes_out += r.bytes_out;
+        record.fetches += r.fetches;
+        record.pages += r.pages;
+        record.max_outstanding = record.max_outstanding.max(r.max_outstanding);
+        workload.check(files)?;
+        record.ideal_ms = r.ideal_ms;
+    }
+    record.verified = true;
+    Ok(record)
+}
+
+/// The native download itself, unchecked: its record, its files and when the last one was
+/// complete.
+async fn native_download(
+    workload: &Workload,
+    settings: &RunSettings,
+    out: &Path,
+) -> anyhow::Result<(Record, Vec<(u64, PathBuf)>, Instant)> {
     let replica = workload.replica(settings.fetch_latency, settings.list_latency);
     let mut record = settings.record("native", workload);
     let generation = workload.generation.clone();
@@ -251,7 +310,7 @@ pub async fn run_native(workload: &Workload, settings: &RunSettings) -> anyhow::
             }
         }
         let (_, written, _, file) = current.get_or_insert_with(|| {
-            let tmp = out.path().join(format!("wal-{:016x}-wal.tmp", s.index));
+            let tmp = out.join(format!("wal-{:016x}-wal.tmp", s.index));
             let file = std::fs::File::create(&tmp).expect("creating a native output file");
             (
                 s.index,
@@ -294,10 +353,7 @@ pub async fn run_native(workload: &Workload, settings: &RunSettings) -> anyhow::
     record.pages = stats.pages;
     record.ideal_ms = settings.ideal_ms(stats.fetches, stats.pages);
     drop(bodies);
-    workload.check(&files)?;
-    record.verified = true;
-    let _ = std::io::stdout().flush();
-    Ok(record)
+    Ok((record, files, last))
 }
 
 /// The host's resident set size (VmRSS of /proc/self/status); `None` where there is none.

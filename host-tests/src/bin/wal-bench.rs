@@ -298,7 +298,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if args.baseline == Some(Baseline::Native) {
         for _ in 0..args.runs.max(1) {
-            let r = bench::run_native(&workload, &settings).await?;
+            let r = if args.concurrency > 1 {
+                bench::run_native_concurrent(workload.clone(), &settings, args.concurrency).await?
+            } else {
+                bench::run_native(&workload, &settings).await?
+            };
             emit(r, &mut records);
         }
     }
