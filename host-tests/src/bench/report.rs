@@ -96,6 +96,7 @@ fn stats(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
 pub fn print_table(records: &[Record]) {
     let modes: Vec<&'static str> = {
         let mut m: Vec<_> = records.iter().map(|r| r.mode).collect();
+        m.sort_unstable();
         m.dedup();
         m
     };

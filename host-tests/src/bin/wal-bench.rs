@@ -288,6 +288,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         records.push(r);
     };
+    // Component and native runs alternate, so that a change in the machine's background load
+    // skews both alike.
     for _ in 0..args.runs.max(1) {
         let r = if args.concurrency > 1 {
             bench::run_concurrent(&runtime, workload.clone(), &settings, args.concurrency).await?
@@ -295,9 +297,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             bench::run_component(&runtime, &workload, &settings).await?
         };
         emit(r, &mut records);
-    }
-    if args.baseline == Some(Baseline::Native) {
-        for _ in 0..args.runs.max(1) {
+        if args.baseline == Some(Baseline::Native) {
             let r = if args.concurrency > 1 {
                 bench::run_native_concurrent(workload.clone(), &settings, args.concurrency).await?
             } else {
