@@ -278,7 +278,9 @@ impl Runtime {
         // SAFETY: deserializing trusts the file to be wasmtime's own output for this engine
         // configuration. It is: `ensure_precompiled` wrote it (atomically, by rename) into
         // the host's own cache directory, under a name keyed by the engine's compatibility
-        // hash, and wasmtime checks its header and engine settings again on load.
+        // hash, and wasmtime checks its header and engine settings again on load. The file
+        // is memory-mapped: it must never be modified in place while loaded (replacing or
+        // removing it is fine), which is why it is only ever written under a temporary name.
         let component = unsafe { Component::deserialize_file(&engine, path) }.map_err(|e| {
             anyhow::anyhow!("loading precompiled component {}: {e:#}", path.display())
         })?;

@@ -76,3 +76,54 @@ fn runs_checks_and_reports_json() {
     // The precompiled component was cached for the next run.
     assert!(std::fs::read_dir(&cache).unwrap().count() >= 1);
 }
+
+/// The precompiled-component cache: compiled once, loaded afterwards, and a damaged file is
+/// replaced rather than trusted; downloads work from it, with and without the pooling
+/// allocator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_and_pooled_runtimes_download() {
+    use std::time::Duration;
+    use walrestore_host::bench::{RunSettings, Shape, Workload, generate, run_component};
+    use walrestore_host::{PoolingSettings, Runtime, RuntimeConfig, precompiled_path};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("replica");
+    let cache = dir.path().join("cache");
+    generate(Shape::named("tiny").unwrap(), &root, 3).unwrap();
+    let workload = Workload::load(&root, None, None, None).await.unwrap();
+    let settings = RunSettings {
+        parallelism: 3,
+        fetch_latency: Duration::from_millis(1),
+        list_latency: Duration::ZERO,
+    };
+
+    let config = RuntimeConfig::default();
+    let runtime = Runtime::cached(&config, &cache).unwrap();
+    let file = precompiled_path(runtime.engine(), &cache);
+    assert!(file.is_file());
+    let record = run_component(&runtime, &workload, &settings).await.unwrap();
+    assert!(record.verified && record.bounds_ok() && record.files == 4);
+
+    // Loaded from the file this time; then a damaged file is compiled afresh. (A loaded
+    // component maps the file: it is replaced, never written in place, by the host and here.)
+    drop(runtime);
+    Runtime::cached(&config, &cache).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, b"not a precompiled component").unwrap();
+    let runtime = Runtime::cached(&config, &cache).unwrap();
+    assert!(std::fs::metadata(&file).unwrap().len() > 1000);
+    run_component(&runtime, &workload, &settings).await.unwrap();
+
+    let pooled = RuntimeConfig {
+        pooling: Some(PoolingSettings {
+            instances: 4,
+            ..PoolingSettings::default()
+        }),
+    };
+    let runtime = Runtime::cached(&pooled, &cache).unwrap();
+    for _ in 0..6 {
+        // More runs than pool slots: each download's instance goes back to the pool.
+        let record = run_component(&runtime, &workload, &settings).await.unwrap();
+        assert!(record.verified && record.bounds_ok());
+    }
+}
