@@ -10,7 +10,8 @@ use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 use std::ops::Range;
 
-use lz4_flex::frame::FrameDecoder;
+use lz4_flex::frame::{Error as FrameFault, FrameDecoder};
+use twox_hash::XxHash32;
 
 const FRAME_MAGIC: u32 = 0x184D_2204;
 const SKIPPABLE_MAGIC: std::ops::RangeInclusive<u32> = 0x184D_2A50..=0x184D_2A5F;
@@ -23,6 +24,8 @@ const FLG_CONTENT_SIZE: u8 = 0b0000_1000;
 const FLG_CONTENT_CHECKSUM: u8 = 0b0000_0100;
 const FLG_DICT_ID: u8 = 0b0000_0001;
 const BLOCK_UNCOMPRESSED: u32 = 0x8000_0000;
+const FLG_RESERVED: u8 = 0b0000_0010;
+const BD_RESERVED: u8 = 0b1000_1111;
 
 /// Why a segment is not a valid LZ4 frame sequence, and the byte position where it shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,7 +174,15 @@ impl Read for FrameBytes {
 
 /// Decodes segments into a writer, reusing the decoder's block buffers (at most about 12 MiB,
 /// for linked 4 MiB blocks).
+///
+/// Frames of independent blocks (what Litestream and lz4_flex write) are decoded here block by
+/// block into one reused buffer: `FrameDecoder` clears its buffer at every frame and zeroes a
+/// whole maximum-size block (4 MiB) again before the first block, which cost more than the
+/// decoding itself for small segments. Uncompressed blocks are written straight from the
+/// input. Frames of linked blocks go through `FrameDecoder`.
 pub struct Decoder {
+    /// The independent-block path's output buffer (grown to the largest block size seen).
+    block: Vec<u8>,
     inner: FrameDecoder<FrameBytes>,
     /// The FLG independence bit and BD byte of the last frame decoded: the decoder sizes its
     /// buffers for one block size and mode, so it is only reused for frames that match.
@@ -194,6 +205,7 @@ impl Decoder {
     /// A decoder with empty buffers.
     pub fn new() -> Decoder {
         Decoder {
+            block: Vec::new(),
             inner: FrameDecoder::new(FrameBytes::default()),
             layout: None,
         }
@@ -207,39 +219,121 @@ impl Decoder {
         out: &mut W,
     ) -> Result<u64, DecodeError> {
         let frames = frames(&data).map_err(DecodeError::Corrupt)?;
-        let layouts: Vec<(u8, u8)> = frames
-            .iter()
-            .map(|f| {
-                (
-                    data[f.start + 4] & FLG_INDEPENDENT_BLOCKS,
-                    data[f.start + 5],
-                )
-            })
-            .collect();
-        self.inner.get_mut().data = data;
-        let result = frames
-            .into_iter()
-            .zip(layouts)
-            .try_fold(0u64, |total, (frame, layout)| {
-                if self.layout != Some(layout) {
-                    let data = std::mem::take(&mut self.inner.get_mut().data);
-                    self.inner = FrameDecoder::new(FrameBytes {
-                        data,
-                        pos: 0,
-                        end: 0,
-                    });
-                    self.layout = Some(layout);
+        let mut data = data;
+        let mut total = 0u64;
+        for frame in frames {
+            let (flg, bd) = (data[frame.start + 4], data[frame.start + 5]);
+            if flg & FLG_INDEPENDENT_BLOCKS != 0 {
+                total += self.decode_independent(&data, frame, out)?;
+                continue;
+            }
+            let layout = (flg & FLG_INDEPENDENT_BLOCKS, bd);
+            if self.layout != Some(layout) {
+                self.inner = FrameDecoder::new(FrameBytes::default());
+                self.layout = Some(layout);
+            }
+            self.inner.get_mut().data = std::mem::take(&mut data);
+            let result = self.decode_frame(frame, out);
+            data = std::mem::take(&mut self.inner.get_mut().data);
+            match result {
+                Ok(n) => total += n,
+                Err(e) => {
+                    // The decoder may be stuck part way through a frame.
+                    self.inner = FrameDecoder::new(FrameBytes::default());
+                    self.layout = None;
+                    return Err(e);
                 }
-                Ok(total + self.decode_frame(frame, out)?)
-            });
-        if result.is_err() {
-            // The decoder may be stuck part way through a frame.
-            self.inner = FrameDecoder::new(FrameBytes::default());
-            self.layout = None;
-        } else {
-            *self.inner.get_mut() = FrameBytes::default();
+            }
         }
-        result
+        Ok(total)
+    }
+
+    /// Decodes one frame of independent blocks whose structure [`frames`] has checked, with
+    /// the checks `FrameDecoder` makes: reserved bits, header checksum, block checksums,
+    /// block decoding, content size and content checksum.
+    fn decode_independent<W: Write + ?Sized>(
+        &mut self,
+        data: &[u8],
+        frame: Range<usize>,
+        out: &mut W,
+    ) -> Result<u64, DecodeError> {
+        let start = frame.start;
+        let corrupt = |pos: usize, e: FrameFault| {
+            DecodeError::Corrupt(FrameError::new(
+                pos,
+                format!("{e} in the frame at byte {start}"),
+            ))
+        };
+        let mut pos = start + 4;
+        let (flg, bd) = (data[pos], data[pos + 1]);
+        if flg & FLG_RESERVED != 0 || bd & BD_RESERVED != 0 {
+            return Err(corrupt(pos, FrameFault::ReservedBitsSet));
+        }
+        let block_max: usize = 1 << (8 + 2 * usize::from((bd >> 4) & 0b111));
+        let content_size = if flg & FLG_CONTENT_SIZE != 0 {
+            let b: [u8; 8] = data[pos + 2..pos + 10].try_into().expect("8 bytes");
+            Some(u64::from_le_bytes(b))
+        } else {
+            None
+        };
+        let descriptor_end = pos + 2 + if content_size.is_some() { 8 } else { 0 };
+        let header_checksum = (XxHash32::oneshot(0, &data[pos..descriptor_end]) >> 8) as u8;
+        if header_checksum != data[descriptor_end] {
+            return Err(corrupt(descriptor_end, FrameFault::HeaderChecksumError));
+        }
+        pos = descriptor_end + 1;
+        let block_checksums = flg & FLG_BLOCK_CHECKSUMS != 0;
+        let mut content = (flg & FLG_CONTENT_CHECKSUM != 0).then(|| XxHash32::with_seed(0));
+        let mut written = 0u64;
+        loop {
+            let word = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes"));
+            pos += 4;
+            if word == 0 {
+                break;
+            }
+            let len = (word & !BLOCK_UNCOMPRESSED) as usize;
+            let raw = &data[pos..pos + len];
+            pos += len;
+            if block_checksums {
+                let want = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes"));
+                if XxHash32::oneshot(0, raw) != want {
+                    return Err(corrupt(pos, FrameFault::BlockChecksumError));
+                }
+                pos += 4;
+            }
+            let block = if word & BLOCK_UNCOMPRESSED != 0 {
+                raw
+            } else {
+                if self.block.len() < block_max {
+                    // Zeroed once; later blocks overwrite what they use.
+                    self.block.resize(block_max, 0);
+                }
+                let n = lz4_flex::block::decompress_into(raw, &mut self.block[..block_max])
+                    .map_err(|e| corrupt(pos, FrameFault::DecompressionError(e)))?;
+                &self.block[..n]
+            };
+            if let Some(hasher) = &mut content {
+                std::hash::Hasher::write(hasher, block);
+            }
+            out.write_all(block).map_err(DecodeError::Write)?;
+            written += block.len() as u64;
+        }
+        if let Some(expected) = content_size
+            && expected != written
+        {
+            let actual = written;
+            return Err(corrupt(
+                pos,
+                FrameFault::ContentLengthError { expected, actual },
+            ));
+        }
+        if let Some(hasher) = content {
+            let want = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes"));
+            if std::hash::Hasher::finish(&hasher) as u32 != want {
+                return Err(corrupt(pos, FrameFault::ContentChecksumError));
+            }
+        }
+        Ok(written)
     }
 
     fn decode_frame<W: Write + ?Sized>(
