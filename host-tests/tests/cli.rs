@@ -10,6 +10,7 @@ use common::*;
 
 fn wal_download(replica: &Path, out: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wal-download"))
+        .env("WALRESTORE_CACHE_DIR", cli_cache_dir())
         .arg(replica)
         .arg("-o")
         .arg(out)

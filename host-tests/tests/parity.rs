@@ -244,6 +244,7 @@ async fn close_early() {
 fn cli(args: &[&str]) -> (Option<i32>, String) {
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_wal-download"))
+        .env("WALRESTORE_CACHE_DIR", cli_cache_dir())
         .arg(wal_fixture("ok"))
         .arg("-o")
         .arg(out.path())

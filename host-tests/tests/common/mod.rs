@@ -49,6 +49,12 @@ pub fn wal_fixture(name: &str) -> PathBuf {
     dir
 }
 
+/// The cache directory for the precompiled component of the tests' `wal-download` runs, under
+/// the build's target directory, so that the tests never write into the user's own cache.
+pub fn cli_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("walrestore-cache")
+}
+
 /// The committed sample replica.
 pub fn sample_replica() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-replica")
