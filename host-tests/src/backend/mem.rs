@@ -278,8 +278,7 @@ impl MemReplica {
         lock(&self.inner.settings).page_size = n.max(1);
     }
 
-    /// Bytes per body chunk (default: the whole segment in one chunk, as a store that already
-    /// holds it in memory would hand it over; at least 1).
+    /// Bytes per body chunk (default 64 KiB; at least 1).
     pub fn set_chunk_size(&self, n: usize) {
         lock(&self.inner.settings).chunk_size = n.max(1);
     }
