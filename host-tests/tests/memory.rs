@@ -40,15 +40,20 @@ fn lz4(data: &[u8], linked: bool) -> Vec<u8> {
 }
 
 /// Downloads `indexes × segments` segments of `segment_len` noise bytes each at
-/// `parallelism`, checks every file, and checks the guest's peak memory against the bound.
+/// `parallelism` (streamed in `chunk`-byte pieces, or the replica's default), checks every
+/// file, and checks the guest's peak memory against the bound.
 async fn check_bound(
     indexes: u64,
     segments: u64,
     segment_len: usize,
     parallelism: u32,
     linked: bool,
+    chunk: Option<usize>,
 ) {
     let replica = MemReplica::new();
+    if let Some(chunk) = chunk {
+        replica.set_chunk_size(chunk);
+    }
     let mut expected = Vec::new();
     let mut largest = 0u64;
     let mut total = 0u64;
@@ -101,16 +106,24 @@ async fn check_bound(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_segments_stay_within_the_bound() {
     // 16 × 4 MiB at parallelism 2: 64 MiB through a 24 MiB bound.
-    check_bound(16, 1, 4 << 20, 2, false).await;
+    check_bound(16, 1, 4 << 20, 2, false, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_segments_per_index_stay_within_the_bound() {
     // 4 indexes × 16 segments × 1 MiB at parallelism 8.
-    check_bound(4, 16, 1 << 20, 8, false).await;
+    check_bound(4, 16, 1 << 20, 8, false, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linked_blocks_stay_within_the_bound() {
-    check_bound(12, 1, 6 << 20, 1, true).await;
+    check_bound(12, 1, 6 << 20, 1, true, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_segment_chunks_stay_within_the_bound() {
+    // A host may hand a segment over in one piece (an in-memory store, a buffered body): the
+    // guest must not hold it twice.
+    check_bound(12, 1, 6 << 20, 1, true, Some(usize::MAX)).await;
+    check_bound(16, 1, 4 << 20, 2, false, Some(usize::MAX)).await;
 }

@@ -101,7 +101,11 @@ pub struct Fetch {
 }
 
 const READ_SLACK: u64 = 64 << 10;
-const READ_MAX: u64 = 8 << 20;
+/// Most bytes asked of the host per read. Each read arrives in a fresh buffer that is then
+/// copied into the segment's, so this bounds the transient second copy: a host that holds the
+/// whole segment would otherwise hand it over in one piece and the guest would briefly hold it
+/// twice, breaking the memory bound (tests/memory.rs).
+const READ_MAX: u64 = 1 << 20;
 /// The listed size is the host's word: preallocate no more than this on it.
 const MAX_PREALLOC: u64 = 64 << 20;
 
