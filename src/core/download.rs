@@ -190,10 +190,10 @@ impl<O: Output> Download<O> {
 
     /// Writes what it can and returns the next WAL file once it is complete and the listing is
     /// complete, or `End`, or `Wait` for more events. An error is returned at its index's turn,
-    /// and again on every later call. Each segment written makes room in the window: the fetches
-    /// that room allows are handed to `start` at once, before the file is published or returned,
-    /// so that the next fetch's latency starts as early as possible. After `Wait`, also start
-    /// every fetch [`Download::next_fetch`] hands out before waiting.
+    /// and again on every later call. Every fetch the window has room for is handed to `start`:
+    /// at once after each segment written (before the file is published or returned, so that
+    /// the next fetch's latency starts as early as possible), and before returning, so the
+    /// window is full while the caller waits or takes its time with a file.
     pub fn step(&mut self, start: &mut dyn FnMut(FetchRequest)) -> Result<Step, Error> {
         if let Some(e) = &self.stored {
             return Err(e.clone());
@@ -202,7 +202,12 @@ impl<O: Output> Download<O> {
             return Ok(Step::End);
         }
         match self.advance(start) {
-            Ok(step) => Ok(step),
+            Ok(step) => {
+                while let Some(request) = self.next_fetch() {
+                    start(request);
+                }
+                Ok(step)
+            }
             Err(e) => {
                 self.fail(e.clone());
                 Err(e)

@@ -8,7 +8,7 @@ use super::bindings::exports::walrestore::downloader::downloader as wit;
 use super::client::{Fetch, FetchEvent, Listing, ListingEvent};
 use super::output::WasiOutput;
 use super::reactor;
-use crate::core::download::{Download, FetchRequest, Step};
+use crate::core::download::{Download, Step};
 use crate::core::error::{Error, ErrorKind, ReplicaFailure};
 use crate::core::plan::Options;
 
@@ -29,10 +29,6 @@ struct State {
     download: Download<WasiOutput>,
 }
 
-fn start_fetch(fetches: &mut BTreeMap<u64, Fetch>, generation: &str, request: &FetchRequest) {
-    fetches.insert(request.seq, Fetch::start(generation, request));
-}
-
 impl State {
     /// Drops every host resource, which cancels the host work behind it.
     fn drop_resources(&mut self) {
@@ -41,17 +37,12 @@ impl State {
         self.ready.clear();
     }
 
-    fn start_fetches(&mut self) {
-        while let Some(request) = self.download.next_fetch() {
-            start_fetch(&mut self.fetches, &self.generation, &request);
-        }
-    }
-
-    /// Writes what the core can, starting the fetches that makes room for at once.
+    /// Writes what the core can, starting every fetch the window has room for.
     fn step(&mut self) -> Result<Step, Error> {
         let (fetches, generation) = (&mut self.fetches, self.generation.as_str());
-        self.download
-            .step(&mut |request| start_fetch(fetches, generation, &request))
+        self.download.step(&mut |request| {
+            fetches.insert(request.seq, Fetch::start(generation, &request));
+        })
     }
 
     fn pump_listing(&mut self) {
@@ -91,8 +82,6 @@ impl State {
         loop {
             match self.step()? {
                 Step::File(file) => {
-                    // Top the window up before the caller takes its time with the file.
-                    self.start_fetches();
                     return Ok(Some(wit::WalFile {
                         index: file.index,
                         path: file.name,
@@ -105,7 +94,6 @@ impl State {
                 }
                 Step::Wait => {}
             }
-            self.start_fetches();
             if !self.download.wants_listing() {
                 self.listing = None;
             }
