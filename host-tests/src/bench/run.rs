@@ -157,21 +157,43 @@ pub async fn run_concurrent(
     }
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let rss_peak = sampler.join().unwrap_or(0);
-    let last = results.iter().map(|r| r.4).max().unwrap_or(started);
     let mut record = settings.record("component", &workload);
-    record.concurrency = n;
-    record.elapsed_ms = ms(last - started);
     let mut instantiate: Vec<f64> = results.iter().map(|r| r.0.instantiate_us).collect();
     instantiate.sort_by(f64::total_cmp);
     record.instantiate_us = instantiate.get(n / 2).copied().unwrap_or(0.0);
+    record.rss_per_download_bytes =
+        rss_before.map(|before| rss_peak.saturating_sub(before) / n.max(1) as u64);
+    sum_concurrent(&workload, &mut record, started, &results)?;
+    Ok(record)
+}
+
+/// One download of a concurrent run: its record, its files, its output directory (kept until
+/// checked), how long it took, and when its last file was complete.
+type Finished = (
+    Record,
+    Vec<(u64, PathBuf)>,
+    tempfile::TempDir,
+    Duration,
+    Instant,
+);
+
+/// Folds the downloads of a concurrent run, started at `started`, into `record`, and checks
+/// every download's files.
+fn sum_concurrent(
+    workload: &Workload,
+    record: &mut Record,
+    started: Instant,
+    results: &[Finished],
+) -> anyhow::Result<()> {
+    let last = results.iter().map(|r| r.4).max().unwrap_or(started);
+    record.concurrency = results.len();
+    record.elapsed_ms = ms(last - started);
     record.time_to_first_file_ms = results
         .iter()
         .map(|r| r.0.time_to_first_file_ms)
         .fold(f64::MAX, f64::min);
     record.slowest_download_ms = Some(results.iter().map(|r| ms(r.3)).fold(0.0, f64::max));
-    record.rss_per_download_bytes =
-        rss_before.map(|before| rss_peak.saturating_sub(before) / n.max(1) as u64);
-    for (r, files, _out, _, _) in &results {
+    for (r, files, _out, _, _) in results {
         record.files += r.files;
         record.bytes_out += r.bytes_out;
         record.fetches += r.fetches;
@@ -185,7 +207,7 @@ pub async fn run_concurrent(
         record.ideal_ms = r.ideal_ms;
     }
     record.verified = true;
-    Ok(record)
+    Ok(())
 }
 
 /// The native baseline: the same work without WebAssembly, on the same in-memory replica
@@ -225,25 +247,8 @@ pub async fn run_native_concurrent(
     for task in tasks {
         results.push(task.await.context("native task panicked")??);
     }
-    let last = results.iter().map(|r| r.4).max().unwrap_or(started);
     let mut record = settings.record("native", &workload);
-    record.concurrency = n;
-    record.elapsed_ms = ms(last - started);
-    record.time_to_first_file_ms = results
-        .iter()
-        .map(|r| r.0.time_to_first_file_ms)
-        .fold(f64::MAX, f64::min);
-    record.slowest_download_ms = Some(results.iter().map(|r| ms(r.3)).fold(0.0, f64::max));
-    for (r, files, _out, _, _) in &results {
-        record.files += r.files;
-        record.bytes_out += r.bytes_out;
-        record.fetches += r.fetches;
-        record.pages += r.pages;
-        record.max_outstanding = record.max_outstanding.max(r.max_outstanding);
-        workload.check(files)?;
-        record.ideal_ms = r.ideal_ms;
-    }
-    record.verified = true;
+    sum_concurrent(&workload, &mut record, started, &results)?;
     Ok(record)
 }
 
