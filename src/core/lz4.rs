@@ -26,6 +26,10 @@ const FLG_DICT_ID: u8 = 0b0000_0001;
 const BLOCK_UNCOMPRESSED: u32 = 0x8000_0000;
 const FLG_RESERVED: u8 = 0b0000_0010;
 const BD_RESERVED: u8 = 0b1000_1111;
+/// The first output buffer for a block is this many times its compressed size (WAL pages
+/// compress about 2-3×), rounded up to a power of two, and at least `MIN_BLOCK_BUFFER`.
+const BLOCK_RATIO_GUESS: usize = 4;
+const MIN_BLOCK_BUFFER: usize = 64 << 10;
 
 /// Why a segment is not a valid LZ4 frame sequence, and the byte position where it shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -304,11 +308,8 @@ impl Decoder {
             let block = if word & BLOCK_UNCOMPRESSED != 0 {
                 raw
             } else {
-                if self.block.len() < block_max {
-                    // Zeroed once; later blocks overwrite what they use.
-                    self.block.resize(block_max, 0);
-                }
-                let n = lz4_flex::block::decompress_into(raw, &mut self.block[..block_max])
+                let n = self
+                    .decompress_block(raw, block_max)
                     .map_err(|e| corrupt(pos, FrameFault::DecompressionError(e)))?;
                 &self.block[..n]
             };
@@ -334,6 +335,36 @@ impl Decoder {
             }
         }
         Ok(written)
+    }
+
+    /// Decompresses one block of at most `block_max` bytes into `self.block`. The buffer
+    /// starts at a guess from the compressed size and doubles (up to `block_max`) when a block
+    /// does not fit, so small segments never make it zero a whole 4 MiB maximum-size block:
+    /// in a fresh instance that was a thousand page faults before the first byte out. It
+    /// keeps its size, so the retries happen only while it grows to the largest block seen.
+    fn decompress_block(
+        &mut self,
+        raw: &[u8],
+        block_max: usize,
+    ) -> Result<usize, lz4_flex::block::DecompressError> {
+        let guess = raw
+            .len()
+            .saturating_mul(BLOCK_RATIO_GUESS)
+            .max(MIN_BLOCK_BUFFER)
+            .next_power_of_two();
+        let mut len = self.block.len().max(guess).min(block_max);
+        loop {
+            if self.block.len() < len {
+                // Zeroed once; later blocks overwrite what they use.
+                self.block.resize(len, 0);
+            }
+            match lz4_flex::block::decompress_into(raw, &mut self.block[..len]) {
+                Err(lz4_flex::block::DecompressError::OutputTooSmall { .. }) if len < block_max => {
+                    len = len.saturating_mul(2).min(block_max);
+                }
+                result => return result,
+            }
+        }
     }
 
     fn decode_frame<W: Write + ?Sized>(
@@ -449,6 +480,42 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{desc}: {e:?}"));
             assert_eq!(n, data.len() as u64, "{desc}");
             assert!(out == data, "{desc}: output differs");
+        }
+    }
+
+    #[test]
+    fn block_buffer_grows_only_as_far_as_blocks_need() {
+        let mut decoder = Decoder::new();
+        let info = FrameInfo::new()
+            .block_size(BlockSize::Max4MB)
+            .content_checksum(true);
+        // A small segment: the buffer is sized from it, not from the frame's 4 MiB maximum.
+        let small = sample(40_000);
+        let mut out = Vec::new();
+        decoder
+            .decode(encode(info.clone(), &small), &mut out)
+            .unwrap();
+        assert!(out == small);
+        assert!(decoder.block.len() <= 256 << 10, "{}", decoder.block.len());
+        // Blocks far more compressible than the guess: decoded after the buffer doubles.
+        let mut zeros = vec![0u8; (4 << 20) + 1000];
+        zeros[3 << 20] = 1;
+        let mut out = Vec::new();
+        decoder.decode(encode(info, &zeros), &mut out).unwrap();
+        assert!(out == zeros);
+        assert_eq!(decoder.block.len(), 4 << 20);
+        // A block larger than the frame's maximum is still refused once the buffer is big.
+        let info64 = FrameInfo::new().block_size(BlockSize::Max64KB);
+        let mut oversized = encode(info64, &vec![0u8; 1000]);
+        let big = lz4_flex::block::compress(&vec![0u8; 70_000]);
+        let header_end = 7;
+        oversized.truncate(header_end);
+        oversized.extend_from_slice(&(big.len() as u32).to_le_bytes());
+        oversized.extend_from_slice(&big);
+        oversized.extend_from_slice(&0u32.to_le_bytes());
+        match decoder.decode(oversized, &mut Vec::new()) {
+            Err(DecodeError::Corrupt(e)) => assert!(e.to_string().contains("ecompress"), "{e}"),
+            other => panic!("want corrupt, got {:?}", other.map(|_| ())),
         }
     }
 
