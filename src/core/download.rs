@@ -271,11 +271,15 @@ impl<O: Output> Download<O> {
             }
             match self.window.take_head() {
                 Some(Slot::Complete(bytes)) => {
-                    sink.append(&mut self.decoder, head.offset, bytes)?;
-                    plan.release_before(seq + 1);
+                    // The head's slot is free once its bytes are taken: its successor's round
+                    // trip starts before the decode and write, not after them. That adds no
+                    // guest memory: the new fetch's bytes are read only after `append` has
+                    // returned and dropped these.
                     while let Some(request) = next_fetch(&mut self.window, plan) {
                         start(request);
                     }
+                    sink.append(&mut self.decoder, head.offset, bytes)?;
+                    plan.release_before(seq + 1);
                 }
                 Some(Slot::Failed(e)) => return Err(e),
                 Some(Slot::Fetching) | None => unreachable!("head was checked"),
