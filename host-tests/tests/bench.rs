@@ -95,6 +95,8 @@ async fn cached_and_pooled_runtimes_download() {
         parallelism: 3,
         fetch_latency: Duration::from_millis(1),
         list_latency: Duration::ZERO,
+        // Every other test writes output inline; this one covers the blocking-pool path.
+        offload_output_io: true,
     };
 
     let config = RuntimeConfig::default();

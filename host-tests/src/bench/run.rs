@@ -18,6 +18,8 @@ pub struct RunSettings {
     pub parallelism: u32,
     pub fetch_latency: Duration,
     pub list_latency: Duration,
+    /// The component's `Options::offload_output_io`.
+    pub offload_output_io: bool,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -58,6 +60,7 @@ async fn download(
         workload.max_index,
     );
     options.parallelism = settings.parallelism;
+    options.offload_output_io = settings.offload_output_io;
     let mut download = runtime
         .start(Arc::new(replica.clone()), out, &options)
         .await?;

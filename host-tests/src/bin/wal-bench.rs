@@ -100,6 +100,9 @@ struct RunArgs {
     /// Use wasmtime's pooling instance allocator.
     #[arg(long)]
     pooling: bool,
+    /// Run the component's output-directory calls on tokio's blocking pool, not inline.
+    #[arg(long)]
+    offload_output_io: bool,
     /// Where the precompiled component is cached (default: see the README).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -241,13 +244,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         parallelism: args.parallelism,
         fetch_latency: Duration::from_secs_f64(args.latency_ms.max(0.0) / 1000.0),
         list_latency: Duration::from_secs_f64(args.list_latency_ms.max(0.0) / 1000.0),
+        offload_output_io: args.offload_output_io,
     };
     let config = runtime_config(args.pooling, args.concurrency);
     let cache_dir = args.cache_dir.unwrap_or_else(default_cache_dir);
     let runtime = Runtime::cached(&config, &cache_dir)?;
     if !args.json {
         println!(
-            "replica {}: generation {}, indexes {:x}..={:x}, {} segments, {:.1} MiB decompressed, largest segment {} bytes compressed; P={} L={} ms L2={} ms{}{}",
+            "replica {}: generation {}, indexes {:x}..={:x}, {} segments, {:.1} MiB decompressed, largest segment {} bytes compressed; P={} L={} ms L2={} ms{}{}{}",
             replica.display(),
             workload.generation,
             workload.min_index,
@@ -265,6 +269,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             if args.pooling {
                 ", pooling allocator"
+            } else {
+                ""
+            },
+            if args.offload_output_io {
+                ", output calls offloaded"
             } else {
                 ""
             },
