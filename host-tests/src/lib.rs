@@ -3,6 +3,7 @@
 //! `wal-download` CLI.
 //!
 //! - `embed`: the engine, linker and store (`Runtime`, `Download`).
+//! - `sharded`: one download over several instances at once (`ShardedDownload`).
 //! - `client`: the host side of the WIT `replica-client` interface.
 //! - `backend`: where segments come from (`DirReplica`, `MemReplica`).
 //! - `bench`: the `wal-bench` harness (workload generator, native baseline, measurements).
@@ -12,6 +13,7 @@ pub mod bench;
 mod bindings;
 mod client;
 mod embed;
+mod sharded;
 
 pub use backend::{
     DirReplica, Fault, FetchStats, MemReplica, Replica, ReplicaError, SegmentBody, WalSegmentInfo,
@@ -21,3 +23,4 @@ pub use embed::{
     Download, DownloadError, ErrorKind, Options, PoolingSettings, Runtime, RuntimeConfig, WalFile,
     default_cache_dir, ensure_precompiled, precompiled_path,
 };
+pub use sharded::ShardedDownload;

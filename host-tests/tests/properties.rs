@@ -1,5 +1,5 @@
-//! Properties over random replica shapes, delays, parallelisms and ranges, through the real
-//! component: files come back in order with exactly the concatenated segments, the number of
+//! Properties over random replica shapes, delays, parallelisms, ranges and shard counts
+//! (`start_sharded`: 1 is the plain download), through the real component: files come back in order with exactly the concatenated segments, the number of
 //! fetches outstanding never exceeds the parallelism, and a single fault anywhere yields the
 //! right error at the right index after every earlier file, with nothing left behind.
 
@@ -56,6 +56,8 @@ struct Shape {
     chunk: usize,
     prefix: &'static str,
     seed: u64,
+    /// Component instances the download is split over (`start_sharded`).
+    shards: u32,
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
@@ -68,9 +70,10 @@ fn shape() -> impl Strategy<Value = Shape> {
         1usize..5000,
         prop::sample::select(vec!["wal", "restore", "x.y"]),
         any::<u64>(),
+        1u32..=4,
     )
         .prop_map(
-            |(first_index, sizes, parallelism, (a, b), list_page, chunk, prefix, seed)| {
+            |(first_index, sizes, parallelism, (a, b), list_page, chunk, prefix, seed, shards)| {
                 let (a, b) = (a.index(sizes.len()), b.index(sizes.len()));
                 Shape {
                     first_index,
@@ -82,6 +85,7 @@ fn shape() -> impl Strategy<Value = Shape> {
                     chunk,
                     prefix,
                     seed,
+                    shards,
                 }
             },
         )
@@ -177,7 +181,7 @@ async fn run(
     built: &Built,
 ) -> (
     tempfile::TempDir,
-    walrestore_host::Download,
+    walrestore_host::ShardedDownload,
     Vec<walrestore_host::WalFile>,
     Option<DownloadError>,
 ) {
@@ -189,8 +193,18 @@ async fn run(
         shape.parallelism,
     );
     o.prefix = shape.prefix.to_string();
-    let mut d = start(Arc::new(built.mem.clone()), out.path(), &o).await;
-    let (files, err) = drain(&mut d).await;
+    let mut d = runtime()
+        .start_sharded(Arc::new(built.mem.clone()), out.path(), &o, shape.shards)
+        .await
+        .expect("start the component");
+    let mut files = Vec::new();
+    let err = loop {
+        match d.next().await {
+            Ok(Some(file)) => files.push(file),
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
     (out, d, files, err)
 }
 
