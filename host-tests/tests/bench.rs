@@ -97,6 +97,7 @@ async fn cached_and_pooled_runtimes_download() {
         list_latency: Duration::ZERO,
         // Every other test writes output inline; this one covers the blocking-pool path.
         offload_output_io: true,
+        shards: 1,
     };
 
     let config = RuntimeConfig::default();

@@ -24,9 +24,9 @@ fn stderr(output: &Output) -> String {
 }
 
 /// Runs on a replica and checks every file against the decompressed segments.
-fn restores(replica: &Path, generation: &str) {
+fn restores(replica: &Path, generation: &str, args: &[&str]) {
     let out = tempfile::tempdir().unwrap();
-    let output = wal_download(replica, out.path(), &[]);
+    let output = wal_download(replica, out.path(), args);
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(0), "stderr: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -65,12 +65,13 @@ fn restores(replica: &Path, generation: &str) {
 fn restores_the_sample_replica() {
     let gens = entries(&sample_replica().join("generations"));
     let generation = gens.into_iter().next().expect("the sample's generation");
-    restores(&sample_replica(), &generation);
+    restores(&sample_replica(), &generation, &[]);
+    restores(&sample_replica(), &generation, &["--shards", "3"]);
 }
 
 #[test]
 fn restores_the_ok_fixture() {
-    restores(&wal_fixture("ok"), GEN0);
+    restores(&wal_fixture("ok"), GEN0, &[]);
     // The fixture's expected files agree with the decompressed segments.
     for (index, wal) in expected_wals(&wal_fixture("ok"), GEN0) {
         let want = std::fs::read(wal_fixture("ok").join(format!("{index:016x}.wal"))).unwrap();

@@ -9,6 +9,8 @@ pub struct Record {
     pub mode: &'static str,
     /// Downloads run at once (1 except for W5).
     pub concurrency: usize,
+    /// Component instances each download is split over (1 unsharded, and for native).
+    pub shards: usize,
     pub parallelism: u32,
     pub latency_ms: f64,
     pub list_latency_ms: f64,
@@ -24,7 +26,8 @@ pub struct Record {
     pub pages: u64,
     /// fetches × L / P + pages × L2 (of one download when concurrent).
     pub ideal_ms: f64,
-    /// The component's linear-memory high-water mark (max over downloads); 0 for native.
+    /// The component's linear-memory high-water mark (max over downloads; sharded, the sum
+    /// of the shards' marks); 0 for native.
     pub peak_guest_memory_bytes: u64,
     /// P × largest compressed segment + 16 MiB.
     pub memory_bound_bytes: u64,
@@ -55,6 +58,7 @@ impl Record {
         let mut v = json!({
             "mode": self.mode,
             "concurrency": self.concurrency,
+            "shards": self.shards,
             "parallelism": self.parallelism,
             "latency_ms": self.latency_ms,
             "list_latency_ms": self.list_latency_ms,

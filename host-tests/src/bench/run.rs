@@ -20,6 +20,8 @@ pub struct RunSettings {
     pub list_latency: Duration,
     /// The component's `Options::offload_output_io`.
     pub offload_output_io: bool,
+    /// Instances each download is split over (`Runtime::start_sharded`); 1 is the plain one.
+    pub shards: u32,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -36,6 +38,7 @@ impl RunSettings {
         Record {
             mode,
             concurrency: 1,
+            shards: 1,
             parallelism: self.parallelism,
             latency_ms: ms(self.fetch_latency),
             list_latency_ms: ms(self.list_latency),
@@ -62,10 +65,11 @@ async fn download(
     options.parallelism = settings.parallelism;
     options.offload_output_io = settings.offload_output_io;
     let mut download = runtime
-        .start(Arc::new(replica.clone()), out, &options)
+        .start_sharded(Arc::new(replica.clone()), out, &options, settings.shards)
         .await?;
     let mut record = settings.record("component", workload);
     record.instantiate_us = download.instantiate_time().as_secs_f64() * 1e6;
+    record.shards = download.shards();
     let mut files = Vec::new();
     let started = Instant::now();
     let mut last = started;
@@ -164,6 +168,7 @@ pub async fn run_concurrent(
     let mut instantiate: Vec<f64> = results.iter().map(|r| r.0.instantiate_us).collect();
     instantiate.sort_by(f64::total_cmp);
     record.instantiate_us = instantiate.get(n / 2).copied().unwrap_or(0.0);
+    record.shards = results.iter().map(|r| r.0.shards).max().unwrap_or(1);
     record.rss_per_download_bytes =
         rss_before.map(|before| rss_peak.saturating_sub(before) / n.max(1) as u64);
     sum_concurrent(&workload, &mut record, started, &results)?;

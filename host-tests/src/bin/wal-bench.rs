@@ -103,6 +103,10 @@ struct RunArgs {
     /// Run the component's output-directory calls on tokio's blocking pool, not inline.
     #[arg(long)]
     offload_output_io: bool,
+    /// Split each download by index range over this many component instances running at
+    /// once (the parallelism is shared between them).
+    #[arg(long, default_value_t = 1)]
+    shards: u32,
     /// Where the precompiled component is cached (default: see the README).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -245,13 +249,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         fetch_latency: Duration::from_secs_f64(args.latency_ms.max(0.0) / 1000.0),
         list_latency: Duration::from_secs_f64(args.list_latency_ms.max(0.0) / 1000.0),
         offload_output_io: args.offload_output_io,
+        shards: args.shards.max(1),
     };
     let config = runtime_config(args.pooling, args.concurrency);
     let cache_dir = args.cache_dir.unwrap_or_else(default_cache_dir);
     let runtime = Runtime::cached(&config, &cache_dir)?;
     if !args.json {
         println!(
-            "replica {}: generation {}, indexes {:x}..={:x}, {} segments, {:.1} MiB decompressed, largest segment {} bytes compressed; P={} L={} ms L2={} ms{}{}{}",
+            "replica {}: generation {}, indexes {:x}..={:x}, {} segments, {:.1} MiB decompressed, largest segment {} bytes compressed; P={} L={} ms L2={} ms{}{}{}{}",
             replica.display(),
             workload.generation,
             workload.min_index,
@@ -276,6 +281,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 ", output calls offloaded"
             } else {
                 ""
+            },
+            if args.shards > 1 {
+                format!(", up to {} shards", args.shards)
+            } else {
+                String::new()
             },
         );
     }
