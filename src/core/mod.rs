@@ -7,4 +7,5 @@ pub mod error;
 pub mod lz4;
 pub mod plan;
 pub mod sink;
+pub mod wal;
 pub mod window;
