@@ -158,6 +158,10 @@ fn generate(
     s.indexes = indexes.unwrap_or(s.indexes);
     s.segments = segments.unwrap_or(s.segments).max(1);
     s.segment_bytes = segment_bytes.unwrap_or(s.segment_bytes).max(1);
+    if bench::generate::is_generated(s, out, seed) {
+        eprintln!("{} is up to date", out.display());
+        return Ok(());
+    }
     let g = bench::generate(s, out, seed)?;
     eprintln!(
         "generated {} segments in {} indexes: {} bytes, {} compressed (ratio {:.2}) in {}",
