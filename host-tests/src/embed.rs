@@ -23,6 +23,10 @@ pub struct Runtime {
     pre: Arc<WalDownloaderPre<HostState>>,
 }
 
+/// The default `Options::max_wal_size`: 4 GiB, far above any WAL SQLite writes by default
+/// (checkpoints keep it near 4 MiB), small enough to stop a decompression bomb early.
+pub const DEFAULT_MAX_WAL_SIZE: u64 = 4 << 30;
+
 /// What to download, and how (the WIT `options`, plus host settings).
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -36,6 +40,11 @@ pub struct Options {
     pub prefix: String,
     /// Most segment fetches outstanding at once; default 8.
     pub parallelism: u32,
+    /// Check each WAL file (header, frames, checksum chain, final commit) before it is
+    /// handed out; default true. Off only for data that is not a WAL.
+    pub verify_wal: bool,
+    /// Largest WAL file accepted, in bytes; default 4 GiB.
+    pub max_wal_size: u64,
     /// Preopen the output directory read-only (to test write failures); default false.
     pub read_only_output: bool,
     /// Run the guest's output-directory calls (open, write, rename) on tokio's blocking
@@ -58,6 +67,8 @@ impl Options {
             max_index,
             prefix: "wal".to_owned(),
             parallelism: 8,
+            verify_wal: true,
+            max_wal_size: DEFAULT_MAX_WAL_SIZE,
             read_only_output: false,
             offload_output_io: false,
         }
@@ -361,6 +372,8 @@ impl Runtime {
             max_index: options.max_index,
             prefix: options.prefix.clone(),
             parallelism: options.parallelism,
+            verify_wal: options.verify_wal,
+            max_wal_size: options.max_wal_size,
         };
         let downloader = instance
             .walrestore_downloader_downloader()

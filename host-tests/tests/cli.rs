@@ -152,3 +152,44 @@ fn gap_is_one_line() {
     );
     assert!(entries(out.path()).is_empty());
 }
+
+#[test]
+fn max_wal_size_is_enforced_and_validated() {
+    // The ok fixture's index 0 is 16512 bytes.
+    fails(
+        &wal_fixture("ok"),
+        &["--max-wal-size", "16K"],
+        "WAL file grows past the maximum size of 16384 bytes",
+    );
+    fails(
+        &wal_fixture("ok"),
+        &["--max-wal-size", "0"],
+        "invalid size \"0\"",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let output = wal_download(&wal_fixture("ok"), out.path(), &["--max-wal-size", "17K"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn wal_check_can_be_turned_off_for_data_that_is_not_a_wal() {
+    // A replica whose one "WAL file" is text, as in Litestream's own tests.
+    let root = tempfile::tempdir().unwrap();
+    let path = common::sqlite_replica::segment_path(root.path(), GEN0, 0, 0);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        common::sqlite_replica::FrameStyle::LITESTREAM.compress(b"not a wal"),
+    )
+    .unwrap();
+    fails(
+        root.path(),
+        &[],
+        "corrupt WAL file: wal header: truncated (9 of 32 bytes)",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let output = wal_download(root.path(), out.path(), &["--no-verify-wal"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let restored = std::fs::read(out.path().join(final_name("wal", 0))).unwrap();
+    assert_eq!(restored, b"not a wal");
+}

@@ -1,5 +1,5 @@
 //! Edge cases of the contract beyond Litestream's suite: option validation, extreme index
-//! ranges, empty and foreign segments, and generations side by side.
+//! ranges, empty and foreign segments, decompression bombs, and generations side by side.
 
 mod common;
 
@@ -38,6 +38,7 @@ async fn invalid_options_are_invalid_arguments() {
             "generation with a path",
             Box::new(|o| o.generation = "../../../../etc/x".into()),
         ),
+        ("maximum WAL size 0", Box::new(|o| o.max_wal_size = 0)),
         (
             "upper-case generation",
             Box::new(|o| o.generation = "000000000000000A".into()),
@@ -186,4 +187,57 @@ async fn dir_replica_skips_foreign_names() {
     for (file, (index, body)) in files.iter().zip(indexes) {
         assert_file(file, out.path(), "wal", index, body, "foreign names");
     }
+}
+
+/// A segment that decompresses far past the next listed offset, or a file past the maximum
+/// size, is stopped at the first block over the limit: a `corrupt` error naming the segment,
+/// before the bytes reach the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decompression_bombs_stop_at_the_limit() {
+    // 64 MiB of zeros compress to about 256 KiB: listed as a segment of 100 bytes.
+    let bomb = FrameStyle::LITESTREAM.compress(&vec![0u8; 64 << 20]);
+    let mem = MemReplica::new();
+    mem.insert(GEN0, 0, 0, FrameStyle::LITESTREAM.compress(b"first file"));
+    mem.insert(GEN0, 1, 0, bomb.clone());
+    mem.insert(GEN0, 1, 100, FrameStyle::LITESTREAM.compress(b"tail"));
+    let out = tempfile::tempdir().unwrap();
+    let mut d = start(Arc::new(mem.clone()), out.path(), &options(GEN0, 0, 1, 4)).await;
+    let (files, err) = drain(&mut d).await;
+    let err = err.expect("index 1 is a bomb");
+    assert_eq!(files.len(), 1);
+    assert_eq!(err.kind, ErrorKind::Corrupt, "{err:?}");
+    assert_eq!((err.index, err.offset), (Some(1), Some(0)), "{err:?}");
+    assert_eq!(
+        err.message,
+        "corrupt WAL segment: decompresses past the next segment's offset 0000000000000064 \
+         (generation=0000000000000000 index=0000000000000001 offset=0000000000000000)"
+    );
+    assert_eq!(d.close().await, Err(err));
+    assert_only_returned(out.path(), &files, "bomb before the next offset");
+    // The guest never held the 64 MiB: one 4 MiB block at most.
+    assert!(
+        d.peak_guest_memory_bytes() < 16 << 20,
+        "{}",
+        d.peak_guest_memory_bytes()
+    );
+
+    // The last segment of a file is held to the maximum size.
+    let mem = MemReplica::new();
+    mem.insert(GEN0, 0, 0, bomb);
+    let out = tempfile::tempdir().unwrap();
+    let mut o = options(GEN0, 0, 0, 4);
+    o.max_wal_size = 1 << 20;
+    let mut d = start(Arc::new(mem.clone()), out.path(), &o).await;
+    let (files, err) = drain(&mut d).await;
+    let err = err.expect("index 0 is too large");
+    assert!(files.is_empty());
+    assert_eq!(err.kind, ErrorKind::Corrupt, "{err:?}");
+    assert!(
+        err.message.starts_with(
+            "corrupt WAL segment: WAL file grows past the maximum size of 1048576 bytes"
+        ),
+        "{err:?}"
+    );
+    assert_eq!(d.close().await, Err(err));
+    assert_only_returned(out.path(), &[], "bomb past the maximum size");
 }

@@ -50,7 +50,7 @@ async fn sample_replica_restores_to_valid_wals() {
         let ctx = format!("sample replica, parallelism {p}");
         let out = tempfile::tempdir().unwrap();
         let replica = Arc::new(DirReplica::new(&root));
-        let mut d = start(replica, out.path(), &options(&generation, min, max, p)).await;
+        let mut d = start(replica, out.path(), &wal_options(&generation, min, max, p)).await;
         let (files, err) = drain(&mut d).await;
         assert_eq!(err, None, "{ctx}");
         assert_eq!(files.len(), expected.len(), "{ctx}");

@@ -61,7 +61,7 @@ async fn restore_and_compare(
     let mut d = start(
         replica,
         out.path(),
-        &options(GENERATION, min, max, parallelism),
+        &wal_options(GENERATION, min, max, parallelism),
     )
     .await;
     let (files, err) = drain(&mut d).await;
@@ -185,4 +185,117 @@ fn generated_data_has_the_intended_shape() {
         biggest > 256 * 1024,
         "a segment must span several 64 KiB LZ4 blocks"
     );
+}
+
+/// WALs that SQLite wrote, damaged behind valid LZ4 frames: the component refuses each at its
+/// index's turn with a `corrupt` error naming the frame and the byte where it starts, after
+/// every earlier file and with nothing under the damaged file's name. With the check off, the
+/// same bytes are restored as they are (Litestream's behaviour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_wals_are_refused_naming_the_frame() {
+    use walrestore_host::ErrorKind;
+
+    let (_, indexes) = &datasets()[1]; // page 1024: frames of 24 + 1024 bytes
+    let frame = 24 + 1024;
+    let target = 1; // the second index
+    let ix = &indexes[target];
+    assert!(ix.wal.len() > 32 + 4 * frame, "index long enough to damage");
+    let last_frame = (ix.wal.len() - 32) / frame - 1;
+    let at = move |n: usize| 32 + n * frame; // where frame n (0-based) starts
+    let open_frame = (0..last_frame)
+        .rev()
+        .find(|&n| ix.wal[at(n) + 4..at(n) + 8] == [0; 4])
+        .expect("a transaction of several frames");
+
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Damage, usize, &str)> = vec![
+        (
+            "flipped page byte",
+            Box::new(move |w| w[at(2) + 24 + 500] ^= 0x01),
+            2,
+            "checksum mismatch",
+        ),
+        (
+            "wrong salt",
+            Box::new(move |w| w[at(3) + 9] ^= 0x80),
+            3,
+            "salt mismatch",
+        ),
+        (
+            "truncated last frame",
+            Box::new(move |w| w.truncate(at(last_frame) + 100)),
+            last_frame,
+            "truncated",
+        ),
+        (
+            "missing commit",
+            // Cut after the last frame that does not commit its transaction.
+            Box::new(move |w| w.truncate(at(open_frame + 1))),
+            open_frame,
+            "without a commit frame",
+        ),
+    ];
+    for (name, damage, bad_frame, text) in cases {
+        let mut damaged = indexes.to_vec();
+        let mut wal = ix.wal.clone();
+        damage(&mut wal);
+        // Re-cut at the same offsets (the last segment takes what is left).
+        let offsets: Vec<u64> = ix.segments.iter().map(|(o, _)| *o).collect();
+        let mut segments = Vec::new();
+        for (i, &o) in offsets.iter().enumerate() {
+            let end = offsets
+                .get(i + 1)
+                .map_or(wal.len(), |&n| n as usize)
+                .min(wal.len());
+            if (o as usize) < end {
+                segments.push((o, wal[o as usize..end].to_vec()));
+            }
+        }
+        damaged[target].wal = wal.clone();
+        damaged[target].segments = segments;
+        let mem = mem_replica(GENERATION, &damaged, &FrameStyle::LITESTREAM);
+        let (min, max) = (indexes[0].index, indexes[indexes.len() - 1].index);
+
+        let out = tempfile::tempdir().unwrap();
+        let mut d = start(
+            Arc::new(mem.clone()),
+            out.path(),
+            &wal_options(GENERATION, min, max, 4),
+        )
+        .await;
+        let (files, err) = drain(&mut d).await;
+        let err = err.unwrap_or_else(|| panic!("{name}: must be refused"));
+        assert_eq!(err.kind, ErrorKind::Corrupt, "{name}: {err:?}");
+        assert_eq!(err.index, Some(ix.index), "{name}: {err:?}");
+        assert_eq!(err.offset, Some(at(bad_frame) as u64), "{name}: {err:?}");
+        assert!(
+            err.message.starts_with("corrupt WAL file: wal "),
+            "{name}: {err:?}"
+        );
+        assert!(
+            err.message.contains(&format!("frame {}", bad_frame + 1)),
+            "{name}: {err:?}"
+        );
+        assert!(err.message.contains(text), "{name}: {err:?}");
+        assert!(err.message.ends_with(&format!(
+            "(generation={GENERATION} index={:016x})",
+            ix.index
+        )));
+        assert_eq!(files.len(), target, "{name}: the files before it");
+        assert_no_final_file(out.path(), "wal", ix.index, name);
+        assert_eq!(d.close().await, Err(err), "{name}");
+        assert_only_returned(out.path(), &files, name);
+
+        // With the check off the damaged bytes come back as they are.
+        let out = tempfile::tempdir().unwrap();
+        let mut d = start(
+            Arc::new(mem.clone()),
+            out.path(),
+            &options(GENERATION, min, max, 4),
+        )
+        .await;
+        let (files, err) = drain(&mut d).await;
+        assert_eq!(err, None, "{name}: check off");
+        assert_file(&files[target], out.path(), "wal", ix.index, &wal, name);
+    }
 }

@@ -6,7 +6,7 @@
 use super::error::{Error, ReplicaFailure};
 use super::lz4::Decoder;
 use super::plan::{Options, Plan, SegmentInfo};
-use super::sink::{CompletedFile, Output, WalSink};
+use super::sink::{Checks, CompletedFile, Output, WalSink};
 use super::window::{Slot, Window};
 
 /// A segment fetch to start now.
@@ -244,7 +244,8 @@ impl<O: Output> Download<O> {
                     None => plan.is_complete(),
                 };
                 if over {
-                    self.ready = Some(self.sink.take().expect("open file").finish()?);
+                    let sink = self.sink.take().expect("open file");
+                    self.ready = Some(sink.finish(&mut self.output)?);
                     continue;
                 }
             }
@@ -262,6 +263,10 @@ impl<O: Output> Download<O> {
                     generation,
                     &self.options.prefix,
                     head.index,
+                    Checks {
+                        max_wal_size: self.options.max_wal_size,
+                        verify_wal: self.options.verify_wal,
+                    },
                 )?),
             };
             sink.check_offset(head.offset)?;
@@ -278,7 +283,12 @@ impl<O: Output> Download<O> {
                     while let Some(request) = next_fetch(&mut self.window, plan) {
                         start(request);
                     }
-                    sink.append(&mut self.decoder, head.offset, bytes)?;
+                    // The segment may not decompress past where the next one starts.
+                    let next_offset = plan
+                        .get(seq + 1)
+                        .filter(|next| next.index == head.index)
+                        .map(|next| next.offset);
+                    sink.append(&mut self.decoder, head.offset, bytes, next_offset)?;
                     plan.release_before(seq + 1);
                 }
                 Some(Slot::Failed(e)) => return Err(e),
@@ -363,6 +373,9 @@ mod tests {
             max_index: max,
             prefix: "wal".into(),
             parallelism,
+            // The scripted segments are not WAL files; tests of the check turn it on.
+            verify_wal: false,
+            max_wal_size: 4 << 30,
         }
     }
 

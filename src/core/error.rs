@@ -91,6 +91,12 @@ impl Error {
         Error::new(ErrorKind::InvalidArgument, message, None, None)
     }
 
+    /// The maximum WAL size is zero.
+    pub fn max_wal_size_zero() -> Error {
+        let message = "maximum WAL size must be at least one byte".to_string();
+        Error::new(ErrorKind::InvalidArgument, message, None, None)
+    }
+
     /// The generation is not 16 lowercase hex digits.
     pub fn invalid_generation(generation: &str) -> Error {
         let message = format!("invalid generation {generation:?}: want 16 lowercase hex digits");
@@ -171,6 +177,14 @@ impl Error {
             "corrupt WAL segment: {what} (generation={generation} index={index:016x} offset={offset:016x})"
         );
         Error::new(ErrorKind::Corrupt, message, Some(index), Some(offset))
+    }
+
+    /// The WAL file of `index` is not a valid SQLite WAL (see [`crate::core::wal`]); the
+    /// offset is the byte in the file where the faulty header or frame starts.
+    pub fn corrupt_wal(generation: &str, index: u64, fault: &crate::core::wal::WalFault) -> Error {
+        let message =
+            format!("corrupt WAL file: {fault} (generation={generation} index={index:016x})");
+        Error::new(ErrorKind::Corrupt, message, Some(index), Some(fault.offset))
     }
 
     /// Writing the WAL file `name` of `index` failed.

@@ -18,17 +18,24 @@ pub struct Options {
     pub prefix: String,
     /// Most segments in the window at once.
     pub parallelism: u32,
+    /// Check each WAL file's header, frames and checksums before handing it out.
+    pub verify_wal: bool,
+    /// Largest WAL file accepted, in bytes.
+    pub max_wal_size: u64,
 }
 
 impl Options {
-    /// Checks the options in Litestream's order: range, parallelism, then generation and
-    /// prefix.
+    /// Checks the options in Litestream's order: range, parallelism, then (not Litestream's)
+    /// the maximum WAL size, generation and prefix.
     pub fn validate(&self) -> Result<(), Error> {
         if self.min_index > self.max_index {
             return Err(Error::range_inverted());
         }
         if self.parallelism == 0 {
             return Err(Error::parallelism_zero());
+        }
+        if self.max_wal_size == 0 {
+            return Err(Error::max_wal_size_zero());
         }
         let generation = self.generation.as_bytes();
         if generation.len() != 16
@@ -188,6 +195,8 @@ mod tests {
             max_index: max,
             prefix: "wal".into(),
             parallelism: 4,
+            verify_wal: true,
+            max_wal_size: 4 << 30,
         }
     }
 
@@ -217,6 +226,13 @@ mod tests {
             "parallelism must be at least one"
         );
         o.parallelism = 1;
+        o.max_wal_size = 0;
+        o.generation = "bad".into();
+        assert_eq!(
+            o.validate().unwrap_err().message,
+            "maximum WAL size must be at least one byte"
+        );
+        o.max_wal_size = 1;
         for bad in [
             "",
             "0123456789ABCDEF",

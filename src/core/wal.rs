@@ -381,7 +381,7 @@ fn checksum_words<const BIG_ENDIAN: bool>((mut s1, mut s2): (u32, u32), data: &[
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::OnceLock;
 
     use super::*;
@@ -492,7 +492,12 @@ mod tests {
 
     /// A WAL built without SQLite: one frame per entry of `commits` (true: a commit frame),
     /// random pages, valid checksums.
-    fn synth_wal(page_size: usize, commits: &[bool], big_endian: bool, seed: u64) -> Vec<u8> {
+    pub(crate) fn synth_wal(
+        page_size: usize,
+        commits: &[bool],
+        big_endian: bool,
+        seed: u64,
+    ) -> Vec<u8> {
         let mut rng = Rng::new(seed);
         let mut wal = vec![0; WAL_HEADER_SIZE];
         put32(&mut wal, 4, VERSION);

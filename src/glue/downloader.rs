@@ -164,6 +164,8 @@ impl wit::GuestDownloader for Downloader {
             max_index: options.max_index,
             prefix: options.prefix,
             parallelism: options.parallelism,
+            verify_wal: options.verify_wal,
+            max_wal_size: options.max_wal_size,
         };
         Downloader {
             state: RefCell::new(State {

@@ -58,6 +58,18 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1)]
     shards: u32,
 
+    /// Do not check WAL files (header, frame salts and checksum chain, final commit frame)
+    /// before writing them under their final names. Only for replicas whose "WAL files" are
+    /// not SQLite WALs.
+    #[arg(long)]
+    no_verify_wal: bool,
+
+    /// Largest WAL file accepted, in bytes, with an optional K, M, G or T suffix (powers of
+    /// 1024): a segment that would grow a file past it is a corrupt-segment error, reported
+    /// before it fills the disk.
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
+    max_wal_size: u64,
+
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -151,6 +163,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     let mut options = Options::new(generation.clone(), min_index, max_index);
     options.prefix = cli.prefix;
     options.parallelism = cli.parallelism;
+    options.verify_wal = !cli.no_verify_wal;
+    options.max_wal_size = cli.max_wal_size;
     let mut download = runtime
         .start_sharded(replica, &cli.out_dir, &options, cli.shards)
         .await
@@ -238,6 +252,32 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Parses a size in bytes: digits with an optional K, M, G or T (or KiB, MiB, GiB, TiB)
+/// suffix, in powers of 1024.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(split);
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "invalid size {s:?}: want digits with an optional K, M, G or T"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: want digits with an optional K, M, G or T"))?;
+    n.checked_mul(1 << shift)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("invalid size {s:?}: must be between 1 byte and 2^64 - 1"))
+}
+
 /// Parses a WAL index the way replica paths and Litestream's CLI write it: hex, with an
 /// optional `0x`. A sign (`-1`, `+1`) or anything else is rejected.
 fn parse_index(s: &str) -> Option<u64> {
@@ -312,6 +352,29 @@ mod tests {
         assert_eq!(parse_index("FF"), Some(255));
         for bad in ["", "-1", "+1", "0x", "g", "1 ", "10000000000000000"] {
             assert_eq!(parse_index(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse_in_powers_of_1024() {
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("3m"), Ok(3 << 20));
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("100b"), Ok(100));
+        for bad in [
+            "",
+            "0",
+            "G",
+            "-1",
+            "1.5G",
+            "4X",
+            "99999999999T",
+            "18446744073709551616",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -65,8 +65,17 @@ pub fn final_name(prefix: &str, index: u64) -> String {
     format!("{prefix}-{index:016x}-wal")
 }
 
-/// Options with a given parallelism.
+/// Options with a given parallelism, for segments that are not SQLite WALs (noise, text):
+/// the WAL check is off. Real WALs use `wal_options`.
 pub fn options(generation: &str, min: u64, max: u64, parallelism: u32) -> Options {
+    let mut o = wal_options(generation, min, max, parallelism);
+    o.verify_wal = false;
+    o
+}
+
+/// Options with a given parallelism and the defaults otherwise (the WAL check on), for
+/// replicas of real SQLite WALs.
+pub fn wal_options(generation: &str, min: u64, max: u64, parallelism: u32) -> Options {
     let mut o = Options::new(generation, min, max);
     o.parallelism = parallelism;
     o
