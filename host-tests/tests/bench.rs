@@ -99,6 +99,7 @@ async fn cached_and_pooled_runtimes_download() {
         // Every other test writes output inline; this one covers the blocking-pool path.
         offload_output_io: true,
         shards: 1,
+        verify_wal: true,
     };
 
     let config = RuntimeConfig::default();

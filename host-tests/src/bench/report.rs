@@ -29,7 +29,7 @@ pub struct Record {
     /// The component's linear-memory high-water mark (max over downloads; sharded, the sum
     /// of the shards' marks); 0 for native.
     pub peak_guest_memory_bytes: u64,
-    /// P × largest compressed segment + 16 MiB.
+    /// P × largest compressed segment + 16 MiB (sharded: + 16 MiB per instance).
     pub memory_bound_bytes: u64,
     /// Store creation + instantiation from the template (median over downloads); 0 native.
     pub instantiate_us: f64,

@@ -22,6 +22,8 @@ pub struct RunSettings {
     pub offload_output_io: bool,
     /// Instances each download is split over (`Runtime::start_sharded`); 1 is the plain one.
     pub shards: u32,
+    /// The component's `Options::verify_wal` (on by default).
+    pub verify_wal: bool,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -64,12 +66,15 @@ async fn download(
     );
     options.parallelism = settings.parallelism;
     options.offload_output_io = settings.offload_output_io;
+    options.verify_wal = settings.verify_wal;
     let mut download = runtime
         .start_sharded(Arc::new(replica.clone()), out, &options, settings.shards)
         .await?;
     let mut record = settings.record("component", workload);
     record.instantiate_us = download.instantiate_time().as_secs_f64() * 1e6;
     record.shards = download.shards();
+    // Each instance has its own fixed part (buffers, the runtime): 16 MiB each.
+    record.memory_bound_bytes += (download.shards() as u64 - 1) * (16 << 20);
     let mut files = Vec::new();
     let started = Instant::now();
     let mut last = started;
@@ -169,6 +174,7 @@ pub async fn run_concurrent(
     instantiate.sort_by(f64::total_cmp);
     record.instantiate_us = instantiate.get(n / 2).copied().unwrap_or(0.0);
     record.shards = results.iter().map(|r| r.0.shards).max().unwrap_or(1);
+    record.memory_bound_bytes += (record.shards as u64 - 1) * (16 << 20);
     record.rss_per_download_bytes =
         rss_before.map(|before| rss_peak.saturating_sub(before) / n.max(1) as u64);
     sum_concurrent(&workload, &mut record, started, &results)?;

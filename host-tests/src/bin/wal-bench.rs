@@ -103,6 +103,10 @@ struct RunArgs {
     /// Run the component's output-directory calls on tokio's blocking pool, not inline.
     #[arg(long)]
     offload_output_io: bool,
+    /// Do not check the WAL files (header, salts, checksum chain, final commit): measures
+    /// what the check costs.
+    #[arg(long)]
+    no_verify_wal: bool,
     /// Split each download by index range over this many component instances running at
     /// once (the parallelism is shared between them).
     #[arg(long, default_value_t = 1)]
@@ -254,13 +258,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         list_latency: Duration::from_secs_f64(args.list_latency_ms.max(0.0) / 1000.0),
         offload_output_io: args.offload_output_io,
         shards: args.shards.max(1),
+        verify_wal: !args.no_verify_wal,
     };
     let config = runtime_config(args.pooling, args.concurrency);
     let cache_dir = args.cache_dir.unwrap_or_else(default_cache_dir);
     let runtime = Runtime::cached(&config, &cache_dir)?;
     if !args.json {
         println!(
-            "replica {}: generation {}, indexes {:x}..={:x}, {} segments, {:.1} MiB decompressed, largest segment {} bytes compressed; P={} L={} ms L2={} ms{}{}{}{}",
+            "replica {}: generation {}, indexes {:x}..={:x}, {} segments, {:.1} MiB decompressed, largest segment {} bytes compressed; P={} L={} ms L2={} ms{}{}{}{}{}",
             replica.display(),
             workload.generation,
             workload.min_index,
@@ -290,6 +295,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 format!(", up to {} shards", args.shards)
             } else {
                 String::new()
+            },
+            if args.no_verify_wal {
+                ", WAL check off"
+            } else {
+                ""
             },
         );
     }
