@@ -20,7 +20,7 @@ pub use backend::{
     format_hex16, parse_hex16,
 };
 pub use embed::{
-    Download, DownloadError, ErrorKind, Options, PoolingSettings, Runtime, RuntimeConfig, WalFile,
-    default_cache_dir, ensure_precompiled, precompiled_path,
+    DEFAULT_MAX_WAL_SIZE, Download, DownloadError, ErrorKind, Options, PoolingSettings, Runtime,
+    RuntimeConfig, WalFile, default_cache_dir, ensure_precompiled, precompiled_path,
 };
 pub use sharded::ShardedDownload;
