@@ -1,6 +1,6 @@
 //! The ordered window: at most `parallelism` segments are in it at once, from the moment their
-//! fetch starts until their data is written to the output, so completed-but-unwritten data
-//! counts against the bound. Segments enter in global (index, offset) order and leave from the
+//! fetch starts until their data is written to the output (the head leaves when its data is
+//! taken to be written), so completed-but-unwritten data counts against the bound. Segments enter in global (index, offset) order and leave from the
 //! head, which is always in the window: the download can never wait on itself.
 
 use std::collections::VecDeque;
