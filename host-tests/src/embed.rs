@@ -4,6 +4,7 @@
 use crate::backend::Replica;
 use crate::bindings::{WalDownloaderPre, downloader as wit};
 use crate::client::{self, ReplicaClientState, ReplicaClientView};
+use crate::limits::MemoryWatch;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +46,13 @@ pub struct Options {
     pub verify_wal: bool,
     /// Largest WAL file accepted, in bytes; default 4 GiB.
     pub max_wal_size: u64,
+    /// Most bytes of linear memory the guest may grow to; default none (wasm32's 4 GiB).
+    /// Reaching it ends the download with an `ErrorKind::Limit` error.
+    pub max_memory: Option<u64>,
+    /// Wall-clock time the download may take, from `Runtime::start`; default none. When it
+    /// passes, the call in progress is abandoned and the download ends with an
+    /// `ErrorKind::Limit` error (a guest busy computing is stopped at the next epoch tick).
+    pub timeout: Option<Duration>,
     /// Preopen the output directory read-only (to test write failures); default false.
     pub read_only_output: bool,
     /// Run the guest's output-directory calls (open, write, rename) on tokio's blocking
@@ -69,6 +77,8 @@ impl Options {
             parallelism: 8,
             verify_wal: true,
             max_wal_size: DEFAULT_MAX_WAL_SIZE,
+            max_memory: None,
+            timeout: None,
             read_only_output: false,
             offload_output_io: false,
         }
@@ -100,6 +110,8 @@ pub enum ErrorKind {
     Closed,
     /// A trap in the guest or a failure of the host itself.
     Host,
+    /// A limit of the host was reached: guest memory or the timeout.
+    Limit,
 }
 
 /// A download failure. Displays as `message` only.
@@ -120,6 +132,15 @@ impl fmt::Display for DownloadError {
 impl std::error::Error for DownloadError {}
 
 impl DownloadError {
+    fn limit(message: String) -> DownloadError {
+        DownloadError {
+            kind: ErrorKind::Limit,
+            message,
+            index: None,
+            offset: None,
+        }
+    }
+
     /// A trap or host failure; `{:#}` keeps the whole cause chain on one line.
     fn host(e: wasmtime::Error) -> DownloadError {
         DownloadError {
@@ -188,6 +209,8 @@ impl RuntimeConfig {
     /// The engine for these settings. Engines made from equal settings share precompiled code.
     pub fn engine(&self) -> anyhow::Result<Engine> {
         let mut config = Config::new();
+        // A computing guest yields at every epoch tick, so that a timeout can stop it.
+        config.epoch_interruption(true);
         if let Some(p) = self.pooling {
             let n = p.instances.max(1);
             let mut pool = PoolingAllocationConfig::default();
@@ -201,7 +224,9 @@ impl RuntimeConfig {
                 .max_memory_size(p.max_memory_bytes);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
-        Engine::new(&config).map_err(to_anyhow)
+        let engine = Engine::new(&config).map_err(to_anyhow)?;
+        crate::limits::start_epoch_ticker(&engine);
+        Ok(engine)
     }
 }
 
@@ -355,11 +380,19 @@ impl Runtime {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             replica,
-            memory: MemoryWatch::default(),
+            memory: MemoryWatch {
+                limit: options
+                    .max_memory
+                    .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+                ..MemoryWatch::default()
+            },
         };
+        let deadline = options.timeout.map(|t| Instant::now() + t);
         let instantiating = Instant::now();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
         let instance = self
             .pre
             .instantiate_async(&mut store)
@@ -387,6 +420,10 @@ impl Runtime {
             downloader,
             out_dir: out_dir.to_path_buf(),
             instantiate_time,
+            deadline,
+            timeout: options.timeout.unwrap_or_default(),
+            range: (options.prefix.clone(), options.min_index, options.max_index),
+            poisoned: None,
         })
     }
 }
@@ -398,34 +435,6 @@ pub struct HostState {
     table: ResourceTable,
     replica: Arc<dyn Replica>,
     memory: MemoryWatch,
-}
-
-/// Records the high-water mark of the guest's linear memories (they never shrink, so the
-/// largest size any of them was grown to is the peak).
-#[derive(Default)]
-struct MemoryWatch {
-    peak: usize,
-}
-
-impl wasmtime::ResourceLimiter for MemoryWatch {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.peak = self.peak.max(desired);
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        _desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(true)
-    }
 }
 
 impl WasiView for HostState {
@@ -461,19 +470,71 @@ pub struct Download {
     downloader: ResourceAny,
     out_dir: PathBuf,
     instantiate_time: Duration,
+    /// When `Options::timeout` runs out.
+    deadline: Option<Instant>,
+    timeout: Duration,
+    /// The prefix and index range, to remove unfinished files of a poisoned instance.
+    range: (String, u64, u64),
+    /// A trap or timeout stopped a call: the instance is not called again, and this is the
+    /// download's error.
+    poisoned: Option<DownloadError>,
 }
 
 impl Download {
-    /// The next WAL file in index order, `None` after the last; see the WIT `next`.
-    pub async fn next(&mut self) -> Result<Option<WalFile>, DownloadError> {
+    /// Runs one call into the guest within the deadline. A trap or a timeout poisons the
+    /// instance (see `poisoned`).
+    async fn call<R>(
+        &mut self,
+        call: impl AsyncFnOnce(
+            &mut Store<HostState>,
+            &crate::bindings::exports::walrestore::downloader::downloader::GuestDownloader<'_>,
+            ResourceAny,
+        ) -> wasmtime::Result<R>,
+    ) -> Result<R, DownloadError> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
         let guest = self
             .instance
             .walrestore_downloader_downloader()
             .downloader();
-        let file = guest
-            .call_next(self.store.as_mut().expect(LIVE), self.downloader)
-            .await
-            .map_err(DownloadError::host)??;
+        let store = self.store.as_mut().expect(LIVE);
+        let running = call(store, &guest, self.downloader);
+        let result = match self.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), running).await,
+            None => Ok(running.await),
+        };
+        let e = match result {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(trap)) => match self.store.as_ref().expect(LIVE).data().memory.refused {
+                Some(asked) => DownloadError::limit(format!(
+                    "memory limit of {} bytes reached: the component asked for {asked} bytes",
+                    self.store
+                        .as_ref()
+                        .expect(LIVE)
+                        .data()
+                        .memory
+                        .limit
+                        .unwrap_or_default()
+                )),
+                None => DownloadError::host(trap),
+            },
+            Err(_) => DownloadError::limit(format!(
+                "timed out: the download did not finish within {:.3} s",
+                self.timeout.as_secs_f64()
+            )),
+        };
+        let (prefix, min, max) = &self.range;
+        crate::limits::remove_unfinished(&self.out_dir, prefix, *min, *max);
+        self.poisoned = Some(e.clone());
+        Err(e)
+    }
+
+    /// The next WAL file in index order, `None` after the last; see the WIT `next`.
+    pub async fn next(&mut self) -> Result<Option<WalFile>, DownloadError> {
+        let file = self
+            .call(async |store, guest, downloader| guest.call_next(store, downloader).await)
+            .await??;
         Ok(file.map(|f| WalFile {
             index: f.index,
             path: self.out_dir.join(f.path),
@@ -483,14 +544,8 @@ impl Download {
 
     /// How many WAL files `next` has returned.
     pub async fn count(&mut self) -> Result<u64, DownloadError> {
-        let guest = self
-            .instance
-            .walrestore_downloader_downloader()
-            .downloader();
-        guest
-            .call_count(self.store.as_mut().expect(LIVE), self.downloader)
+        self.call(async |store, guest, downloader| guest.call_count(store, downloader).await)
             .await
-            .map_err(DownloadError::host)
     }
 
     /// The high-water mark of the guest's linear memory, in bytes, since instantiation.
@@ -506,14 +561,8 @@ impl Download {
 
     /// Cancels outstanding work, removes unfinished output and returns the first error.
     pub async fn close(&mut self) -> Result<(), DownloadError> {
-        let guest = self
-            .instance
-            .walrestore_downloader_downloader()
-            .downloader();
-        guest
-            .call_close(self.store.as_mut().expect(LIVE), self.downloader)
-            .await
-            .map_err(DownloadError::host)??;
+        self.call(async |store, guest, downloader| guest.call_close(store, downloader).await)
+            .await??;
         Ok(())
     }
 }
@@ -525,6 +574,10 @@ impl Drop for Download {
         let Some(mut store) = self.store.take() else {
             return;
         };
+        if self.poisoned.is_some() {
+            // Not called again: its unfinished files were removed when it was poisoned.
+            return;
+        }
         let downloader = self.downloader;
         // Dropping the guest's resource runs its destructor (cancel fetches, remove unfinished
         // files); dropping only the store would leave those files behind. That call is async,

@@ -13,6 +13,7 @@ pub mod bench;
 mod bindings;
 mod client;
 mod embed;
+mod limits;
 mod sharded;
 
 pub use backend::{

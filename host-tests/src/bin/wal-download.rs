@@ -70,6 +70,16 @@ struct Cli {
     #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
     max_wal_size: u64,
 
+    /// Give up after this many seconds (fractions allowed): the download stops, unfinished
+    /// files are removed, and the error says so. Default: no limit.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    timeout: Option<std::time::Duration>,
+
+    /// Most memory the component may use, with an optional K, M, G or T suffix. Default: no
+    /// limit beyond WebAssembly's 4 GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
+
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
@@ -165,6 +175,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     options.parallelism = cli.parallelism;
     options.verify_wal = !cli.no_verify_wal;
     options.max_wal_size = cli.max_wal_size;
+    options.timeout = cli.timeout;
+    options.max_memory = cli.max_memory;
     let mut download = runtime
         .start_sharded(replica, &cli.out_dir, &options, cli.shards)
         .await
@@ -250,6 +262,16 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// Parses a positive number of seconds, e.g. `30` or `2.5`.
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .and_then(|v| std::time::Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("invalid number of seconds {s:?}: want a positive number"))
 }
 
 /// Parses a size in bytes: digits with an optional K, M, G or T (or KiB, MiB, GiB, TiB)
@@ -375,6 +397,18 @@ mod tests {
             "18446744073709551616",
         ] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn seconds_parse() {
+        assert_eq!(parse_seconds("30"), Ok(std::time::Duration::from_secs(30)));
+        assert_eq!(
+            parse_seconds("0.25"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        for bad in ["", "0", "-1", "abc", "inf", "NaN", "1e30"] {
+            assert!(parse_seconds(bad).is_err(), "{bad:?}");
         }
     }
 
