@@ -3,7 +3,7 @@
 
 use crate::backend::Replica;
 use crate::bindings::{WalDownloaderPre, downloader as wit};
-use crate::client::{self, ReplicaClientState, ReplicaClientView};
+use crate::client::{self, ClientLimits, ReplicaClientState, ReplicaClientView};
 use crate::limits::MemoryWatch;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -380,6 +380,7 @@ impl Runtime {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             replica,
+            client_limits: ClientLimits::new(options.parallelism as usize),
             memory: MemoryWatch {
                 limit: options
                     .max_memory
@@ -435,6 +436,7 @@ pub struct HostState {
     table: ResourceTable,
     replica: Arc<dyn Replica>,
     memory: MemoryWatch,
+    client_limits: ClientLimits,
 }
 
 impl WasiView for HostState {
@@ -451,6 +453,7 @@ impl ReplicaClientState for HostState {
         ReplicaClientView {
             table: &mut self.table,
             replica: &self.replica,
+            limits: &mut self.client_limits,
         }
     }
 }

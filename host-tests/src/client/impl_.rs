@@ -38,6 +38,10 @@ impl wit::Host for ReplicaClientView<'_> {
         generation: String,
         min_index: u64,
     ) -> wasmtime::Result<Resource<SegmentListing>> {
+        // Every listing resource is counted (`drop` uncounts it), even one that failed.
+        if let Err(e) = self.limits.open_listing() {
+            return Ok(self.table.push(SegmentListing::failed(e))?);
+        }
         // Checked here as well as in the backends: the guest is not trusted to send a name
         // that is safe to join to a path, and a bad one must fail the call, not the host.
         if !is_generation_name(&generation) {
@@ -72,11 +76,14 @@ impl wit::Host for ReplicaClientView<'_> {
         index: u64,
         offset: u64,
     ) -> wasmtime::Result<Resource<FutureSegment>> {
-        let future = if is_generation_name(&generation) {
-            let fetch = self.replica.fetch_wal_segment(&generation, index, offset);
-            FutureSegment::Pending(wasmtime_wasi::runtime::spawn(fetch))
-        } else {
-            FutureSegment::Ready(Err(backend::invalid_generation(&generation)))
+        // Every future is counted (`drop` uncounts it), even one that failed at once.
+        let future = match self.limits.start_fetch() {
+            Err(e) => FutureSegment::Ready(Err(e)),
+            Ok(()) if is_generation_name(&generation) => {
+                let fetch = self.replica.fetch_wal_segment(&generation, index, offset);
+                FutureSegment::Pending(wasmtime_wasi::runtime::spawn(fetch))
+            }
+            Ok(()) => FutureSegment::Ready(Err(backend::invalid_generation(&generation))),
         };
         Ok(self.table.push(future)?)
     }
@@ -125,6 +132,7 @@ impl wit::HostWalSegmentListing for ReplicaClientView<'_> {
     fn drop(&mut self, listing: Resource<SegmentListing>) -> wasmtime::Result<()> {
         // Deleting aborts the listing task (its handle aborts on drop).
         self.table.delete(listing)?;
+        self.limits.close_listing();
         Ok(())
     }
 }
@@ -152,19 +160,22 @@ impl wit::HostFutureWalSegment for ReplicaClientView<'_> {
                 return Ok(None);
             }
         };
-        Ok(Some(Ok(match result {
-            Ok(body) => {
-                // Not a child of the future: the stream may outlive it (see the WIT).
-                let stream: DynInputStream = Box::new(SegmentStream::new(body));
-                Ok(self.table.push(stream)?)
-            }
-            Err(e) => Err(e.into()),
-        })))
+        Ok(Some(Ok(
+            match result.and_then(|body| self.limits.open_stream(body)) {
+                Ok(body) => {
+                    // Not a child of the future: the stream may outlive it (see the WIT).
+                    let stream: DynInputStream = Box::new(SegmentStream::new(body));
+                    Ok(self.table.push(stream)?)
+                }
+                Err(e) => Err(e.into()),
+            },
+        )))
     }
 
     fn drop(&mut self, future: Resource<FutureSegment>) -> wasmtime::Result<()> {
         // Deleting aborts the fetch task if it is still running.
         self.table.delete(future)?;
+        self.limits.end_fetch();
         Ok(())
     }
 }
@@ -185,15 +196,21 @@ mod tests {
         table: ResourceTable,
         replica: Arc<dyn Replica>,
         mem: MemReplica,
+        limits: super::super::ClientLimits,
     }
 
     impl Fixture {
         fn new() -> Fixture {
+            Fixture::with_limit(64)
+        }
+
+        fn with_limit(max_fetches: usize) -> Fixture {
             let mem = MemReplica::new();
             Fixture {
                 table: ResourceTable::new(),
                 replica: Arc::new(mem.clone()),
                 mem,
+                limits: super::super::ClientLimits::new(max_fetches),
             }
         }
 
@@ -201,6 +218,7 @@ mod tests {
             ReplicaClientView {
                 table: &mut self.table,
                 replica: &self.replica,
+                limits: &mut self.limits,
             }
         }
 
@@ -379,5 +397,69 @@ mod tests {
             matches!(err, wit::ReplicaError::Unavailable(ref m) if m == "marker"),
             "{err:?}"
         );
+    }
+
+    /// A guest that does not keep to its parallelism gets failed fetches, streams and
+    /// listings, not more host work; dropping what it holds makes room again.
+    #[tokio::test]
+    async fn a_guest_past_its_limits_gets_errors_not_host_work() {
+        let mut f = Fixture::with_limit(2);
+        for index in 0..4 {
+            f.mem.insert(GEN, index, 0, vec![index as u8; 10]);
+        }
+        let is_limit = |r: &Result<Result<Resource<DynInputStream>, wit::ReplicaError>, ()>,
+                        what: &str| {
+            matches!(r, Ok(Err(wit::ReplicaError::Other(m)))
+                if m == &format!("host limit: more than 2 {what} at once"))
+        };
+
+        // Two fetches out: a third is refused at once, and starts no fetch.
+        let a = f.view().fetch_wal_segment(GEN.into(), 0, 0).unwrap();
+        let b = f.view().fetch_wal_segment(GEN.into(), 1, 0).unwrap();
+        let c = f.view().fetch_wal_segment(GEN.into(), 2, 0).unwrap();
+        let refused = f.get(&c).await;
+        assert!(is_limit(&refused, "segment fetches"), "{refused:?}");
+        assert_eq!(
+            f.mem.stats().fetches,
+            2,
+            "the refused fetch reached the replica"
+        );
+        HostFutureWalSegment::drop(&mut f.view(), c).unwrap();
+
+        // Their streams: the futures dropped, two streams open; a third fetch is allowed
+        // but its stream is refused.
+        let sa = f.get(&a).await.unwrap().unwrap();
+        let sb = f.get(&b).await.unwrap().unwrap();
+        HostFutureWalSegment::drop(&mut f.view(), a).unwrap();
+        HostFutureWalSegment::drop(&mut f.view(), b).unwrap();
+        let d = f.view().fetch_wal_segment(GEN.into(), 3, 0).unwrap();
+        let refused = f.get(&d).await;
+        assert!(is_limit(&refused, "segment streams"), "{refused:?}");
+        HostFutureWalSegment::drop(&mut f.view(), d).unwrap();
+
+        // Dropping a stream makes room again.
+        f.table.delete(sa).unwrap();
+        let e = f.view().fetch_wal_segment(GEN.into(), 3, 0).unwrap();
+        let stream = f.get(&e).await.unwrap().unwrap();
+        let (data, end) = f.read_all(&stream, 100).await;
+        assert_eq!(data, vec![3u8; 10]);
+        assert!(matches!(end, StreamError::Closed));
+        f.table.delete(sb).unwrap();
+
+        // One listing at a time.
+        let first = f.view().list_wal_segments(GEN.into(), 0).unwrap();
+        let second = f.view().list_wal_segments(GEN.into(), 0).unwrap();
+        let page = f
+            .view()
+            .next_page(Resource::new_borrow(second.rep()))
+            .unwrap();
+        assert!(
+            matches!(&page, Some(Err(wit::ReplicaError::Other(m)))
+                if m == "host limit: more than 1 listings at once"),
+            "{page:?}"
+        );
+        HostWalSegmentListing::drop(&mut f.view(), second).unwrap();
+        HostWalSegmentListing::drop(&mut f.view(), first).unwrap();
+        assert_eq!(f.list_all(GEN).await.unwrap().len(), 4, "room again");
     }
 }
