@@ -46,6 +46,11 @@ pub struct Options {
     pub verify_wal: bool,
     /// Largest WAL file accepted, in bytes; default 4 GiB.
     pub max_wal_size: u64,
+    /// Attempts at a fetch or listing that fails transiently (unavailable, or a stream that
+    /// breaks, which resumes from where it stopped); default 5. 1 is Litestream's behaviour.
+    pub max_attempts: u32,
+    /// Base of the exponential backoff between attempts; default 100 ms (milliseconds count).
+    pub retry_delay: Duration,
     /// Most bytes of linear memory the guest may grow to; default none (wasm32's 4 GiB).
     /// Reaching it ends the download with an `ErrorKind::Limit` error.
     pub max_memory: Option<u64>,
@@ -77,11 +82,32 @@ impl Options {
             parallelism: 8,
             verify_wal: true,
             max_wal_size: DEFAULT_MAX_WAL_SIZE,
+            max_attempts: 5,
+            retry_delay: Duration::from_millis(100),
             max_memory: None,
             timeout: None,
             read_only_output: false,
             offload_output_io: false,
         }
+    }
+}
+
+/// Counters of a download (the WIT `download-stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DownloadStats {
+    /// Segment fetches started, retries included.
+    pub fetches: u64,
+    /// Fetches and listings started again after a transient failure.
+    pub retries: u64,
+    /// Compressed bytes of broken streams that retries did not fetch again.
+    pub resumed_bytes: u64,
+}
+
+impl std::ops::AddAssign for DownloadStats {
+    fn add_assign(&mut self, other: DownloadStats) {
+        self.fetches += other.fetches;
+        self.retries += other.retries;
+        self.resumed_bytes += other.resumed_bytes;
     }
 }
 
@@ -408,6 +434,8 @@ impl Runtime {
             parallelism: options.parallelism,
             verify_wal: options.verify_wal,
             max_wal_size: options.max_wal_size,
+            max_attempts: options.max_attempts,
+            retry_delay_ms: u32::try_from(options.retry_delay.as_millis()).unwrap_or(u32::MAX),
         };
         let downloader = instance
             .walrestore_downloader_downloader()
@@ -549,6 +577,18 @@ impl Download {
     pub async fn count(&mut self) -> Result<u64, DownloadError> {
         self.call(async |store, guest, downloader| guest.call_count(store, downloader).await)
             .await
+    }
+
+    /// The download's counters so far: fetches, retries, resumed bytes.
+    pub async fn stats(&mut self) -> Result<DownloadStats, DownloadError> {
+        let stats = self
+            .call(async |store, guest, downloader| guest.call_stats(store, downloader).await)
+            .await?;
+        Ok(DownloadStats {
+            fetches: stats.fetches,
+            retries: stats.retries,
+            resumed_bytes: stats.resumed_bytes,
+        })
     }
 
     /// The high-water mark of the guest's linear memory, in bytes, since instantiation.

@@ -17,11 +17,12 @@ mod limits;
 mod sharded;
 
 pub use backend::{
-    DirReplica, Fault, FetchStats, MemReplica, Replica, ReplicaError, SegmentBody, WalSegmentInfo,
-    format_hex16, parse_hex16,
+    DirReplica, Fault, FetchStats, LogLine, LoggingReplica, MemReplica, Replica, ReplicaError,
+    SegmentBody, TransientFaults, WalSegmentInfo, format_hex16, parse_hex16,
 };
 pub use embed::{
-    DEFAULT_MAX_WAL_SIZE, Download, DownloadError, ErrorKind, Options, PoolingSettings, Runtime,
-    RuntimeConfig, WalFile, default_cache_dir, ensure_precompiled, precompiled_path,
+    DEFAULT_MAX_WAL_SIZE, Download, DownloadError, DownloadStats, ErrorKind, Options,
+    PoolingSettings, Runtime, RuntimeConfig, WalFile, default_cache_dir, ensure_precompiled,
+    precompiled_path,
 };
 pub use sharded::ShardedDownload;

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::backend::Replica;
-use crate::embed::{Download, DownloadError, ErrorKind, Options, Runtime, WalFile};
+use crate::embed::{Download, DownloadError, DownloadStats, ErrorKind, Options, Runtime, WalFile};
 
 type Item = Result<Option<WalFile>, DownloadError>;
 
@@ -65,6 +65,8 @@ struct Shard {
     peeked: Option<Item>,
     stop: Arc<AtomicBool>,
     peak_memory: Arc<AtomicU64>,
+    /// The instance's counters, as of its last result.
+    stats: Arc<std::sync::Mutex<DownloadStats>>,
     /// The task driving the shard's instance; it returns the instance's `close` result.
     task: Option<JoinHandle<Result<(), DownloadError>>>,
 }
@@ -111,12 +113,13 @@ impl Runtime {
             let (sender, items) = mpsc::unbounded_channel();
             let stop = Arc::new(AtomicBool::new(false));
             let peak_memory = Arc::new(AtomicU64::new(download.peak_guest_memory_bytes()));
+            let stats = Arc::new(std::sync::Mutex::new(DownloadStats::default()));
             let task = tokio::spawn(drive(
                 download,
                 all.go.subscribe(),
                 sender,
                 stop.clone(),
-                peak_memory.clone(),
+                (peak_memory.clone(), stats.clone()),
             ));
             all.shards.push(Shard {
                 min_index,
@@ -124,6 +127,7 @@ impl Runtime {
                 peeked: None,
                 stop,
                 peak_memory,
+                stats,
                 task: Some(task),
             });
         }
@@ -161,7 +165,7 @@ async fn drive(
     mut go: tokio::sync::watch::Receiver<bool>,
     sender: mpsc::UnboundedSender<Item>,
     stop: Arc<AtomicBool>,
-    peak_memory: Arc<AtomicU64>,
+    (peak_memory, stats): (Arc<AtomicU64>, Arc<std::sync::Mutex<DownloadStats>>),
 ) -> Result<(), DownloadError> {
     // A dropped sender (the download dropped before its first `next`) also ends the wait.
     let _ = go.wait_for(|go| *go).await;
@@ -169,6 +173,9 @@ async fn drive(
     while !stop.load(Ordering::Acquire) {
         let item = download.next().await;
         peak_memory.store(download.peak_guest_memory_bytes(), Ordering::Relaxed);
+        if let Ok(now) = download.stats().await {
+            *stats.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        }
         let more = matches!(item, Ok(Some(_)));
         sent_error = item.is_err();
         if sender.send(item).is_err() || !more {
@@ -381,6 +388,20 @@ impl ShardedDownload {
         match &mut self.mode {
             Mode::One(d) => d.close().await,
             Mode::Shards(s) => s.close().await,
+        }
+    }
+
+    /// The download's counters so far (summed over the instances).
+    pub async fn stats(&mut self) -> Result<DownloadStats, DownloadError> {
+        match &mut self.mode {
+            Mode::One(d) => d.stats().await,
+            Mode::Shards(s) => {
+                let mut sum = DownloadStats::default();
+                for shard in &s.shards {
+                    sum += *shard.stats.lock().unwrap_or_else(|e| e.into_inner());
+                }
+                Ok(sum)
+            }
         }
     }
 

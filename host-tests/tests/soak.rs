@@ -1,6 +1,8 @@
 //! Fault soak, bounded in time: a replica of 2000 segments with random latencies, slow
 //! streams, small chunks and small listing pages goes through the component (plain and
-//! sharded) byte for byte; then, several times, one permanent fault at a random segment gives
+//! sharded) byte for byte, also with 5% of the fetches failing, 2% of the streams breaking
+//! and listings interrupted (retried, resumed); then, several times, one permanent fault at a
+//! random segment gives
 //! the right error at the right index after every earlier file, no file under a final name
 //! for it or beyond, no temporary file, and no replica work left running after close.
 //!
@@ -11,7 +13,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use walrestore_host::{ErrorKind, Fault, MemReplica, ReplicaError};
+use walrestore_host::{ErrorKind, Fault, MemReplica, ReplicaError, TransientFaults};
 
 use common::sqlite_replica::{FrameStyle, SplitMix};
 use common::*;
@@ -184,5 +186,46 @@ async fn a_permanent_fault_anywhere_fails_at_its_index_and_leaves_nothing_behind
         drop(d);
         let stats = wait_released(&s.mem).await;
         assert_eq!(stats.outstanding, 0, "{ctx}: replica work left running");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_retried_to_the_same_bytes() {
+    let s = soak(seed());
+    s.mem.set_transient_faults(Some(TransientFaults {
+        fail_permille: 50,
+        cut_permille: 20,
+        seed: seed(),
+    }));
+    s.mem.set_listing_breaks(5, 2);
+    for (parallelism, shards) in [(16, 1), (16, 2)] {
+        let ctx = format!("seed {} parallelism {parallelism} shards {shards}", seed());
+        s.mem.reset_stats();
+        let out = tempfile::tempdir().unwrap();
+        let mut o = options(GENERATION, 0, INDEXES - 1, parallelism);
+        // Enough attempts that 5% failures never exhaust them (5 in a row: 1 in 3 million).
+        o.max_attempts = 8;
+        let mut d = runtime()
+            .start_sharded(Arc::new(s.mem.clone()), out.path(), &o, shards)
+            .await
+            .unwrap();
+        let mut files = Vec::new();
+        while let Some(file) = d.next().await.unwrap_or_else(|e| panic!("{ctx}: {e}")) {
+            files.push(file);
+        }
+        assert_eq!(files.len() as u64, INDEXES, "{ctx}");
+        for (file, (index, wal)) in files.iter().zip(s.wals.iter().enumerate()) {
+            assert_file(file, out.path(), "wal", index as u64, wal, &ctx);
+        }
+        let stats = d.stats().await.unwrap();
+        assert_eq!(d.close().await, Ok(()), "{ctx}");
+        assert_only_returned(out.path(), &files, &ctx);
+        let replica = wait_released(&s.mem).await;
+        assert_eq!(replica.outstanding, 0, "{ctx}: replica work left running");
+        assert!(replica.max_outstanding <= u64::from(parallelism), "{ctx}");
+        // About 7% of 2000 fetches failed and were retried; streams resumed.
+        assert!(stats.retries >= 50, "{ctx}: {stats:?}");
+        assert!(stats.resumed_bytes > 0, "{ctx}: {stats:?}");
+        assert_eq!(stats.fetches, replica.fetches, "{ctx}: {stats:?}");
     }
 }

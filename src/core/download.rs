@@ -3,6 +3,8 @@
 //! order, and hands back complete WAL files strictly in index order. The glue only moves bytes
 //! and resources between it and the host.
 
+use std::collections::{BTreeMap, VecDeque};
+
 use super::error::{Error, ReplicaFailure};
 use super::lz4::Decoder;
 use super::plan::{Options, Plan, SegmentInfo};
@@ -20,6 +22,33 @@ pub struct FetchRequest {
     pub offset: u64,
     /// Listed compressed size.
     pub size: u64,
+    /// The first compressed byte to fetch: 0, or where a broken stream stopped.
+    pub start: u64,
+    /// Milliseconds to wait before starting the fetch: 0, or the backoff of a retry.
+    pub delay_ms: u32,
+}
+
+/// Counters of a download.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Fetches started, retries included.
+    pub fetches: u64,
+    /// Fetches and listings started again after a transient failure.
+    pub retries: u64,
+    /// Compressed bytes kept from broken streams (not fetched again).
+    pub resumed_bytes: u64,
+}
+
+/// The longest backoff between two attempts, whatever the base delay.
+const MAX_RETRY_DELAY_MS: u64 = 10_000;
+
+/// A segment whose fetch failed transiently at least once.
+#[derive(Debug, Default)]
+struct Retrying {
+    /// Attempts started so far.
+    attempts: u32,
+    /// The bytes broken streams delivered so far: the next attempt starts after them.
+    received: Vec<u8>,
 }
 
 /// Why a fetch failed.
@@ -71,6 +100,16 @@ pub struct Download<O: Output> {
     /// The first fetch error seen, reached by `step` or not.
     observed: Option<Error>,
     close_result: Option<Result<(), Error>>,
+    /// Segments being retried, by sequence number.
+    retrying: BTreeMap<u64, Retrying>,
+    /// Retries to hand to the caller's `start` at the next `step`.
+    retries_due: VecDeque<FetchRequest>,
+    /// Listing attempts started so far, and a listing to start again `(min_index, delay)`.
+    listing_attempts: u32,
+    relist: Option<(u64, u32)>,
+    stats: Stats,
+    /// State of the backoff jitter's generator (SplitMix64).
+    jitter: u64,
 }
 
 impl<O: Output> Download<O> {
@@ -90,7 +129,46 @@ impl<O: Output> Download<O> {
             stored: None,
             observed: None,
             close_result: None,
+            retrying: BTreeMap::new(),
+            retries_due: VecDeque::new(),
+            listing_attempts: 1,
+            relist: None,
+            stats: Stats::default(),
+            jitter: 0x5eed,
         }
+    }
+
+    /// Seeds the backoff jitter (the glue passes a random number; tests a fixed one).
+    pub fn seed_jitter(&mut self, seed: u64) {
+        self.jitter = seed;
+    }
+
+    /// The download's counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The delay before attempt `attempt + 1` (`attempt` >= 1 done): the base delay doubled
+    /// per attempt, at most `MAX_RETRY_DELAY_MS`, with "equal jitter" (between half and all of
+    /// it), so that retries of many fetches spread out.
+    fn backoff(&mut self, attempt: u32) -> u32 {
+        let base = u64::from(self.options.retry_delay_ms);
+        let full = base
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(20))
+            .min(MAX_RETRY_DELAY_MS.max(base));
+        self.jitter = self.jitter.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.jitter;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let half = full / 2;
+        u32::try_from(half + z % (full - half + 1)).unwrap_or(u32::MAX)
+    }
+
+    /// A listing to start again after a transient failure: from which index, after how many
+    /// milliseconds. Taken once.
+    pub fn take_relist(&mut self) -> Option<(u64, u32)> {
+        self.relist.take()
     }
 
     /// The options.
@@ -141,32 +219,88 @@ impl<O: Output> Download<O> {
         }
     }
 
-    /// The listing failed.
+    /// The listing failed. A transient failure starts it again (see `take_relist`), from the
+    /// last index it delivered, while attempts remain.
     pub fn listing_failed(&mut self, failure: &ReplicaFailure) {
         if !self.wants_listing() {
+            return;
+        }
+        if failure.is_transient()
+            && self.listing_attempts < self.options.max_attempts
+            && let Some(plan) = self.plan.as_mut()
+        {
+            let from = plan.relist_from();
+            self.listing_attempts += 1;
+            self.stats.retries += 1;
+            let delay = self.backoff(self.listing_attempts - 1);
+            self.relist = Some((from, delay));
             return;
         }
         self.fail(Error::listing(&self.options.generation, failure));
     }
 
-    /// The next fetch to start, if the window has room and a segment is listed.
+    /// The next fetch to start: a retry whose turn it is, or a new one if the window has
+    /// room and a segment is listed.
     pub fn next_fetch(&mut self) -> Option<FetchRequest> {
         if self.stored.is_some() {
             return None;
         }
-        next_fetch(&mut self.window, self.plan.as_mut()?)
+        next_fetch(
+            &mut self.window,
+            self.plan.as_mut()?,
+            &mut self.retries_due,
+            &mut self.stats,
+        )
     }
 
-    /// The fetch of `seq` delivered all its bytes.
+    /// The fetch of `seq` delivered all its bytes (after those of broken streams, if any).
     pub fn fetch_done(&mut self, seq: u64, bytes: Vec<u8>) {
+        let bytes = match self.retrying.remove(&seq) {
+            Some(Retrying { mut received, .. }) if !received.is_empty() => {
+                received.extend_from_slice(&bytes);
+                received
+            }
+            _ => bytes,
+        };
         self.window.complete(seq, bytes);
     }
 
-    /// The fetch of `seq` failed; the error is returned at that segment's turn.
+    /// The fetch of `seq` failed. A transient failure is retried after a backoff while
+    /// attempts remain; otherwise the error is returned at that segment's turn.
     pub fn fetch_failed(&mut self, seq: u64, failure: &FetchFailure) {
+        self.fetch_broken(seq, failure, Vec::new());
+    }
+
+    /// Like `fetch_failed`, for a stream that broke after delivering `received` (the bytes
+    /// after those it started from): a retry resumes after them.
+    pub fn fetch_broken(&mut self, seq: u64, failure: &FetchFailure, received: Vec<u8>) {
         let Some(info) = self.plan.as_ref().and_then(|p| p.get(seq)) else {
             return;
         };
+        let transient = match failure {
+            FetchFailure::Replica(f) => f.is_transient(),
+            FetchFailure::Stream(_) => true,
+        };
+        let retrying = self.retrying.entry(seq).or_default();
+        retrying.attempts = retrying.attempts.max(1);
+        if transient && retrying.attempts < self.options.max_attempts && self.stored.is_none() {
+            retrying.attempts += 1;
+            retrying.received.extend_from_slice(&received);
+            let (attempt, start) = (retrying.attempts - 1, retrying.received.len() as u64);
+            let delay_ms = self.backoff(attempt);
+            self.stats.retries += 1;
+            self.stats.resumed_bytes += received.len() as u64;
+            self.retries_due.push_back(FetchRequest {
+                seq,
+                index: info.index,
+                offset: info.offset,
+                size: info.size,
+                start,
+                delay_ms,
+            });
+            return;
+        }
+        self.retrying.remove(&seq);
         let generation = &self.options.generation;
         let error = match failure {
             FetchFailure::Replica(f) => Error::read_segment(generation, info.index, info.offset, f),
@@ -280,7 +414,12 @@ impl<O: Output> Download<O> {
                     // trip starts before the decode and write, not after them. That adds no
                     // guest memory: the new fetch's bytes are read only after `append` has
                     // returned and dropped these.
-                    while let Some(request) = next_fetch(&mut self.window, plan) {
+                    while let Some(request) = next_fetch(
+                        &mut self.window,
+                        plan,
+                        &mut self.retries_due,
+                        &mut self.stats,
+                    ) {
                         start(request);
                     }
                     // The segment may not decompress past where the next one starts.
@@ -327,6 +466,9 @@ impl<O: Output> Download<O> {
 
     fn cleanup(&mut self) {
         self.window.clear();
+        self.retrying.clear();
+        self.retries_due.clear();
+        self.relist = None;
         if let Some(sink) = self.sink.take() {
             sink.discard(&mut self.output);
         }
@@ -336,14 +478,27 @@ impl<O: Output> Download<O> {
     }
 }
 
-/// Takes the next listed segment into the window, if it has room.
-fn next_fetch(window: &mut Window, plan: &mut Plan) -> Option<FetchRequest> {
+/// The next fetch to start: a retry that is due (its segment holds its place in the window),
+/// or the next listed segment, taken into the window if it has room. Counts it.
+fn next_fetch(
+    window: &mut Window,
+    plan: &mut Plan,
+    retries_due: &mut VecDeque<FetchRequest>,
+    stats: &mut Stats,
+) -> Option<FetchRequest> {
+    if let Some(retry) = retries_due.pop_front() {
+        stats.fetches += 1;
+        return Some(retry);
+    }
     if !window.has_room() {
         return None;
     }
     let (seq, info) = plan.next_to_fetch()?;
+    stats.fetches += 1;
     window.start(seq);
     Some(FetchRequest {
+        start: 0,
+        delay_ms: 0,
         seq,
         index: info.index,
         offset: info.offset,
@@ -376,6 +531,9 @@ mod tests {
             // The scripted segments are not WAL files; tests of the check turn it on.
             verify_wal: false,
             max_wal_size: 4 << 30,
+            // One attempt, as Litestream; tests of retries set more.
+            max_attempts: 1,
+            retry_delay_ms: 10,
         }
     }
 
@@ -752,6 +910,214 @@ mod tests {
         assert_eq!(
             run.output.files.borrow()["wal-00000000000003e7-wal"],
             b"999"
+        );
+    }
+
+    /// What the scripted store does on each attempt at a segment.
+    #[derive(Clone, Debug)]
+    enum Attempt {
+        Fail(ReplicaFailure),
+        /// The stream breaks after this many bytes of the segment.
+        Break(usize),
+        Deliver,
+    }
+
+    /// Downloads `min..=max` of `parts` (one segment per part, one index per part) with the
+    /// scripted attempts (`Deliver` once the script runs out) and the listing failing
+    /// transiently after `list_fail_after` pages, if given. Returns the files, the error,
+    /// the requests made, and the stats.
+    fn run_retries(
+        parts: &[&[u8]],
+        script: HashMap<u64, Vec<Attempt>>,
+        list_fail_after: Option<usize>,
+        max_attempts: u32,
+    ) -> (
+        BTreeMap<String, Vec<u8>>,
+        Option<Error>,
+        Vec<FetchRequest>,
+        Stats,
+    ) {
+        let mut o = options(0, parts.len() as u64 - 1, 3);
+        o.max_attempts = max_attempts;
+        o.retry_delay_ms = 40;
+        let output = MemOutput::default();
+        let mut d = Download::new(o, output.clone());
+        d.seed_jitter(7);
+        let frames: Vec<Vec<u8>> = parts.iter().map(|p| lz4(p)).collect();
+        let listed: Vec<SegmentInfo> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| SegmentInfo {
+                index: i as u64,
+                offset: 0,
+                size: f.len() as u64,
+            })
+            .collect();
+        let mut attempts: HashMap<u64, usize> = HashMap::new();
+        let mut requests = Vec::new();
+        let mut pending: VecDeque<FetchRequest> = VecDeque::new();
+        // The listing: pages of one segment, starting at `from`.
+        let mut from = 0usize;
+        let mut list_failed = false;
+        let mut error = None;
+        d.begin().unwrap();
+        loop {
+            let step = match d.step(&mut |r| pending.push_back(r)) {
+                Ok(step) => step,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            };
+            match step {
+                Step::File(_) => continue,
+                Step::End => break,
+                Step::Wait => {}
+            }
+            if let Some((index, _delay)) = d.take_relist() {
+                from = index as usize;
+                continue;
+            }
+            if let Some(r) = pending.pop_front() {
+                requests.push(r);
+                let n = attempts.entry(r.index).or_default();
+                let attempt = script
+                    .get(&r.index)
+                    .and_then(|s| s.get(*n))
+                    .cloned()
+                    .unwrap_or(Attempt::Deliver);
+                *n += 1;
+                let frame = &frames[r.index as usize];
+                match attempt {
+                    Attempt::Deliver => d.fetch_done(r.seq, frame[r.start as usize..].to_vec()),
+                    Attempt::Fail(f) => d.fetch_failed(r.seq, &FetchFailure::Replica(f)),
+                    Attempt::Break(after) => d.fetch_broken(
+                        r.seq,
+                        &FetchFailure::Stream("reset".into()),
+                        frame[r.start as usize..after].to_vec(),
+                    ),
+                }
+            } else if d.wants_listing() && from < listed.len() {
+                if list_fail_after == Some(from) && !list_failed {
+                    list_failed = true;
+                    d.listing_failed(&ReplicaFailure::Unavailable("flaky".into()));
+                } else {
+                    // A new listing replays from the start of its index.
+                    d.listing_page(&listed[from..from + 1]);
+                    from += 1;
+                }
+            } else if d.wants_listing() {
+                d.listing_end();
+            } else {
+                panic!("waiting with nothing outstanding");
+            }
+        }
+        let files = output.files.borrow().clone();
+        (files, error, requests, d.stats())
+    }
+
+    #[test]
+    fn transient_failures_are_retried_with_backoff_and_resume() {
+        let parts: [&[u8]; 3] = [&[1; 3000], &[2; 5000], &[3; 100]];
+        let frame1 = lz4(parts[1]);
+        let cut = frame1.len() / 2;
+        let script = HashMap::from([
+            (
+                0,
+                vec![Attempt::Fail(ReplicaFailure::Unavailable("busy".into()))],
+            ),
+            (1, vec![Attempt::Break(5), Attempt::Break(cut)]),
+        ]);
+        let (files, error, requests, stats) = run_retries(&parts, script, None, 5);
+        assert_eq!(error, None);
+        for (i, part) in parts.iter().enumerate() {
+            assert_eq!(files[&format!("wal-{i:016x}-wal")], *part, "index {i}");
+        }
+        // Index 1 was fetched from 0, then resumed from byte 5, then from `cut`.
+        let starts: Vec<u64> = requests
+            .iter()
+            .filter(|r| r.index == 1)
+            .map(|r| r.start)
+            .collect();
+        assert_eq!(starts, [0, 5, cut as u64]);
+        // First attempts start at once; retries after 20-40 ms, then 40-80 ms.
+        for r in &requests {
+            match (r.index, r.start) {
+                (_, 0) if r.delay_ms == 0 => {}
+                (0, 0) | (1, 5) => assert!((20..=40).contains(&r.delay_ms), "{r:?}"),
+                (1, _) => assert!((40..=80).contains(&r.delay_ms), "{r:?}"),
+                _ => panic!("unexpected request {r:?}"),
+            }
+        }
+        assert_eq!(
+            stats,
+            Stats {
+                fetches: 6,
+                retries: 3,
+                resumed_bytes: cut as u64,
+            }
+        );
+    }
+
+    #[test]
+    fn permanent_failures_and_exhausted_attempts_are_errors() {
+        let parts: [&[u8]; 2] = [b"zero", b"one"];
+        // Not found is not retried.
+        let script = HashMap::from([(
+            1,
+            vec![Attempt::Fail(ReplicaFailure::NotFound("gone".into()))],
+        )]);
+        let (files, error, requests, stats) = run_retries(&parts, script, None, 5);
+        let e = error.unwrap();
+        assert_eq!((e.kind, e.index), (ErrorKind::ReplicaNotFound, Some(1)));
+        assert_eq!(requests.len(), 2);
+        assert_eq!(stats.retries, 0);
+        assert_eq!(
+            files.keys().collect::<Vec<_>>(),
+            ["wal-0000000000000000-wal"]
+        );
+
+        // Unavailable every time: three attempts, then the last error.
+        let flaky = || Attempt::Fail(ReplicaFailure::Unavailable("still busy".into()));
+        let script = HashMap::from([(1, vec![flaky(), flaky(), flaky(), flaky()])]);
+        let (_, error, requests, stats) = run_retries(&parts, script, None, 3);
+        let e = error.unwrap();
+        assert_eq!((e.kind, e.index), (ErrorKind::ReplicaUnavailable, Some(1)));
+        assert!(
+            e.message.starts_with("read WAL segment: still busy"),
+            "{}",
+            e.message
+        );
+        assert_eq!(requests.iter().filter(|r| r.index == 1).count(), 3);
+        assert_eq!(stats.retries, 2);
+
+        // One attempt (Litestream's behaviour): no retry at all.
+        let script = HashMap::from([(1, vec![Attempt::Break(2)])]);
+        let (_, error, requests, _) = run_retries(&parts, script, None, 1);
+        assert!(
+            error
+                .unwrap()
+                .message
+                .starts_with("copy WAL segment: reset")
+        );
+        assert_eq!(requests.len(), 2);
+    }
+
+    #[test]
+    fn a_transient_listing_failure_lists_again_from_where_it_stopped() {
+        let parts: [&[u8]; 4] = [b"a", b"b", b"c", b"d"];
+        let (files, error, _, stats) = run_retries(&parts, HashMap::new(), Some(2), 5);
+        assert_eq!(error, None);
+        assert_eq!(files.len(), 4);
+        assert_eq!(stats.retries, 1);
+        // With one attempt the failure is the error.
+        let (_, error, _, _) = run_retries(&parts, HashMap::new(), Some(2), 1);
+        let e = error.unwrap();
+        assert_eq!(e.kind, ErrorKind::ReplicaUnavailable);
+        assert!(
+            e.message.starts_with("wal segments: flaky"),
+            "{}",
+            e.message
         );
     }
 }

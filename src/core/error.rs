@@ -38,6 +38,11 @@ pub enum ReplicaFailure {
 }
 
 impl ReplicaFailure {
+    /// Whether trying again may succeed: only `Unavailable`.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ReplicaFailure::Unavailable(_))
+    }
+
     fn kind(&self) -> ErrorKind {
         match self {
             ReplicaFailure::NotFound(_) => ErrorKind::ReplicaNotFound,
@@ -88,6 +93,12 @@ impl Error {
     /// `parallelism` is zero.
     pub fn parallelism_zero() -> Error {
         let message = "parallelism must be at least one".to_string();
+        Error::new(ErrorKind::InvalidArgument, message, None, None)
+    }
+
+    /// The maximum number of attempts is zero.
+    pub fn max_attempts_zero() -> Error {
+        let message = "maximum attempts must be at least one".to_string();
         Error::new(ErrorKind::InvalidArgument, message, None, None)
     }
 

@@ -22,6 +22,11 @@ pub struct Options {
     pub verify_wal: bool,
     /// Largest WAL file accepted, in bytes.
     pub max_wal_size: u64,
+    /// Attempts at a fetch or listing that fails with a transient error (unavailable, or a
+    /// stream that breaks), the first included.
+    pub max_attempts: u32,
+    /// Base of the exponential backoff between attempts, in milliseconds.
+    pub retry_delay_ms: u32,
 }
 
 impl Options {
@@ -36,6 +41,9 @@ impl Options {
         }
         if self.max_wal_size == 0 {
             return Err(Error::max_wal_size_zero());
+        }
+        if self.max_attempts == 0 {
+            return Err(Error::max_attempts_zero());
         }
         let generation = self.generation.as_bytes();
         if generation.len() != 16
@@ -84,6 +92,9 @@ pub struct Plan {
     last: Option<(u64, u64)>,
     /// The listing ended, or passed `max_index`: no more segments will be accepted.
     complete: bool,
+    /// A listing started again after a failure delivers again what was already taken: up to
+    /// this position, segments are skipped, not checked for order.
+    replay_through: Option<(u64, u64)>,
 }
 
 impl Plan {
@@ -98,7 +109,15 @@ impl Plan {
             next_fetch: 0,
             last: None,
             complete: false,
+            replay_through: None,
         }
+    }
+
+    /// Where a listing started again after a failure must begin: the index of the last
+    /// position taken (its earlier segments are then skipped), or `min_index`.
+    pub fn relist_from(&mut self) -> u64 {
+        self.replay_through = self.last;
+        self.last.map_or(self.min_index, |(index, _)| index)
     }
 
     /// Takes one listing page. Segments before `min_index` are ignored; the first one after
@@ -111,6 +130,12 @@ impl Plan {
             }
             if info.index < self.min_index {
                 continue;
+            }
+            if let Some(through) = self.replay_through {
+                if (info.index, info.offset) <= through {
+                    continue;
+                }
+                self.replay_through = None;
             }
             if let Some(last) = self.last
                 && (info.index, info.offset) <= last
@@ -197,7 +222,41 @@ mod tests {
             parallelism: 4,
             verify_wal: true,
             max_wal_size: 4 << 30,
+            max_attempts: 1,
+            retry_delay_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_relisting_skips_what_was_taken() {
+        let mut plan = Plan::new(&options(0, 3));
+        plan.ingest(&[seg(0, 0), seg(1, 0), seg(1, 10)]).unwrap();
+        assert_eq!(plan.relist_from(), 1);
+        // The new listing starts at index 1 again (and may hold older segments too).
+        plan.ingest(&[seg(1, 0), seg(1, 10), seg(1, 20), seg(2, 0)])
+            .unwrap();
+        plan.ingest(&[seg(3, 0)]).unwrap();
+        plan.finish().unwrap();
+        assert_eq!(
+            drain(&mut plan),
+            vec![
+                (0, 0, 0),
+                (1, 1, 0),
+                (2, 1, 10),
+                (3, 1, 20),
+                (4, 2, 0),
+                (5, 3, 0)
+            ]
+        );
+        // Past the replayed part, order is checked again.
+        let mut plan = Plan::new(&options(0, 3));
+        plan.ingest(&[seg(0, 0)]).unwrap();
+        plan.relist_from();
+        plan.ingest(&[seg(0, 0), seg(1, 0)]).unwrap();
+        assert!(
+            plan.ingest(&[seg(1, 0)]).is_err(),
+            "a repeat after the replay"
+        );
     }
 
     fn seg(index: u64, offset: u64) -> SegmentInfo {

@@ -3,6 +3,7 @@
 //! (listing, future or stream), which the host requires. Dropping a wrapper cancels the host
 //! work behind it.
 
+use wasi::clocks::monotonic_clock::subscribe_duration;
 use wasi::io::poll::Pollable;
 use wasi::io::streams::{InputStream, StreamError};
 
@@ -31,30 +32,67 @@ pub enum ListingEvent {
     Failed(ReplicaFailure),
 }
 
-/// A running listing of one generation's WAL segments.
-pub struct Listing {
-    pollable: Pollable,
-    listing: WalSegmentListing,
+/// Milliseconds as the nanoseconds `wasi:clocks` counts in.
+fn nanos(ms: u32) -> u64 {
+    u64::from(ms) * 1_000_000
+}
+
+/// A listing of one generation's WAL segments: running, or waiting out a backoff first.
+pub enum Listing {
+    Waiting {
+        timer: Pollable,
+        generation: String,
+        min_index: u64,
+    },
+    Running {
+        pollable: Pollable,
+        listing: WalSegmentListing,
+    },
 }
 
 impl Listing {
-    /// Starts listing `generation` from `min_index`.
-    pub fn start(generation: &str, min_index: u64) -> Listing {
+    /// Starts listing `generation` from `min_index` after `delay_ms`.
+    pub fn start(generation: &str, min_index: u64, delay_ms: u32) -> Listing {
+        if delay_ms > 0 {
+            return Listing::Waiting {
+                timer: subscribe_duration(nanos(delay_ms)),
+                generation: generation.to_owned(),
+                min_index,
+            };
+        }
         let listing = rc::list_wal_segments(generation, min_index);
-        Listing {
+        Listing::Running {
             pollable: listing.subscribe(),
             listing,
         }
     }
 
-    /// Ready when the next page (or the end) is available.
+    /// Ready when the next page (or the end) is available, or the backoff is over.
     pub fn pollable(&self) -> &Pollable {
-        &self.pollable
+        match self {
+            Listing::Waiting { timer, .. } => timer,
+            Listing::Running { pollable, .. } => pollable,
+        }
     }
 
     /// Takes the next page without blocking; `None` when it is not available yet.
-    pub fn next(&self) -> Option<ListingEvent> {
-        Some(match self.listing.next_page()? {
+    pub fn next(&mut self) -> Option<ListingEvent> {
+        if let Listing::Waiting {
+            timer,
+            generation,
+            min_index,
+        } = self
+        {
+            if !timer.ready() {
+                return None;
+            }
+            let (generation, min_index) = (generation.clone(), *min_index);
+            *self = Listing::start(&generation, min_index, 0);
+        }
+        let Listing::Running { listing, .. } = self else {
+            return None;
+        };
+        Some(match listing.next_page()? {
             Ok(Some(page)) => ListingEvent::Page(
                 page.into_iter()
                     .map(|s| SegmentInfo {
@@ -72,13 +110,21 @@ impl Listing {
 
 /// How a fetch ended.
 pub enum FetchEvent {
-    /// All the segment's compressed bytes.
+    /// All the segment's compressed bytes (from the request's `start`).
     Done(Vec<u8>),
-    /// The fetch or its stream failed.
+    /// The fetch failed.
     Failed(FetchFailure),
+    /// The stream broke after delivering these bytes (from the request's `start`).
+    Broken(FetchFailure, Vec<u8>),
 }
 
 enum FetchState {
+    /// Waiting out the backoff before a retry.
+    Waiting {
+        timer: Pollable,
+        generation: String,
+        request: FetchRequest,
+    },
     /// Waiting for the host's answer.
     Pending {
         pollable: Pollable,
@@ -110,11 +156,24 @@ const READ_MAX: u64 = 1 << 20;
 const MAX_PREALLOC: u64 = 64 << 20;
 
 impl Fetch {
-    /// Starts fetching the segment of `request`.
+    /// Starts fetching the segment of `request`, after its delay.
     pub fn start(generation: &str, request: &FetchRequest) -> Fetch {
-        let future = rc::fetch_wal_segment(generation, request.index, request.offset);
+        let size = request.size.saturating_sub(request.start);
+        if request.delay_ms > 0 {
+            let state = FetchState::Waiting {
+                timer: subscribe_duration(nanos(request.delay_ms)),
+                generation: generation.to_owned(),
+                request: FetchRequest {
+                    delay_ms: 0,
+                    ..*request
+                },
+            };
+            return Fetch { size, state };
+        }
+        let future =
+            rc::fetch_wal_segment(generation, request.index, request.offset, request.start);
         Fetch {
-            size: request.size,
+            size,
             state: FetchState::Pending {
                 pollable: future.subscribe(),
                 future,
@@ -128,6 +187,7 @@ impl Fetch {
             FetchState::Pending { pollable, .. } | FetchState::Reading { pollable, .. } => {
                 Some(pollable)
             }
+            FetchState::Waiting { timer, .. } => Some(timer),
             FetchState::Over => None,
         }
     }
@@ -135,6 +195,18 @@ impl Fetch {
     /// Makes what progress is possible without blocking; `Some` once the fetch has ended. The
     /// stream is dropped as soon as it ends.
     pub fn advance(&mut self) -> Option<FetchEvent> {
+        if let FetchState::Waiting {
+            timer,
+            generation,
+            request,
+        } = &self.state
+        {
+            if !timer.ready() {
+                return None;
+            }
+            let (generation, request) = (generation.clone(), *request);
+            *self = Fetch::start(&generation, &request);
+        }
         if let FetchState::Pending { future, .. } = &self.state {
             let stream = match future.get()? {
                 Ok(Ok(stream)) => stream,
@@ -174,7 +246,8 @@ impl Fetch {
                 }
                 Err(StreamError::LastOperationFailed(e)) => {
                     let what = e.to_debug_string();
-                    return self.end(FetchEvent::Failed(FetchFailure::Stream(what)));
+                    let received = std::mem::take(buf);
+                    return self.end(FetchEvent::Broken(FetchFailure::Stream(what), received));
                 }
             }
         }

@@ -46,12 +46,19 @@ impl State {
     }
 
     fn pump_listing(&mut self) {
-        while let Some(listing) = &self.listing {
+        while let Some(listing) = &mut self.listing {
             match listing.next() {
                 None => return,
                 Some(ListingEvent::Page(page)) => self.download.listing_page(&page),
                 Some(ListingEvent::End) => self.download.listing_end(),
                 Some(ListingEvent::Failed(e)) => self.download.listing_failed(&e),
+            }
+            if let Some((min_index, delay_ms)) = self.download.take_relist() {
+                // A transient failure: list again, from where the listing had got to. The
+                // failed listing goes first: the host allows one at a time.
+                self.listing = None;
+                self.listing = Some(Listing::start(&self.generation, min_index, delay_ms));
+                continue;
             }
             if !self.download.wants_listing() {
                 self.listing = None;
@@ -71,13 +78,16 @@ impl State {
         match event {
             FetchEvent::Done(bytes) => self.download.fetch_done(seq, bytes),
             FetchEvent::Failed(failure) => self.download.fetch_failed(seq, &failure),
+            FetchEvent::Broken(failure, received) => {
+                self.download.fetch_broken(seq, &failure, received);
+            }
         }
     }
 
     fn next(&mut self) -> Result<Option<wit::WalFile>, Error> {
         if self.download.begin()? {
             let options = self.download.options();
-            self.listing = Some(Listing::start(&options.generation, options.min_index));
+            self.listing = Some(Listing::start(&options.generation, options.min_index, 0));
         }
         loop {
             match self.step()? {
@@ -166,6 +176,8 @@ impl wit::GuestDownloader for Downloader {
             parallelism: options.parallelism,
             verify_wal: options.verify_wal,
             max_wal_size: options.max_wal_size,
+            max_attempts: options.max_attempts,
+            retry_delay_ms: options.retry_delay_ms,
         };
         Downloader {
             state: RefCell::new(State {
@@ -173,7 +185,11 @@ impl wit::GuestDownloader for Downloader {
                 fetches: BTreeMap::new(),
                 ready: VecDeque::new(),
                 generation: options.generation.clone(),
-                download: Download::new(options, WasiOutput::open()),
+                download: {
+                    let mut download = Download::new(options, WasiOutput::open());
+                    download.seed_jitter(wasi::random::insecure::get_insecure_random_u64());
+                    download
+                },
             }),
         }
     }
@@ -189,6 +205,15 @@ impl wit::GuestDownloader for Downloader {
 
     fn count(&self) -> u64 {
         self.state.borrow().download.count()
+    }
+
+    fn stats(&self) -> wit::DownloadStats {
+        let stats = self.state.borrow().download.stats();
+        wit::DownloadStats {
+            fetches: stats.fetches,
+            retries: stats.retries,
+            resumed_bytes: stats.resumed_bytes,
+        }
     }
 
     fn close(&self) -> Result<(), wit::Error> {

@@ -85,6 +85,7 @@ impl Replica for DirReplica {
         generation: &str,
         index: u64,
         offset: u64,
+        start: u64,
     ) -> BoxFuture<'static, Result<SegmentBody, ReplicaError>> {
         if !is_generation_name(generation) {
             let e = invalid_generation(generation);
@@ -109,7 +110,14 @@ impl Replica for DirReplica {
                 })
                 .await?
             };
-            let file = open_no_follow(&path).await.map_err(|e| io_error(&rel, e))?;
+            let mut file = open_no_follow(&path).await.map_err(|e| io_error(&rel, e))?;
+            if start > 0 {
+                use tokio::io::AsyncSeekExt;
+                // Past the end is fine: the body is then empty.
+                file.seek(std::io::SeekFrom::Start(start))
+                    .await
+                    .map_err(|e| io_error(&rel, e))?;
+            }
             Ok(file_body(file, rel))
         }
         .boxed()
@@ -374,7 +382,9 @@ mod tests {
         index: u64,
         offset: u64,
     ) -> Result<Vec<u8>, ReplicaError> {
-        let body = replica.fetch_wal_segment(generation, index, offset).await?;
+        let body = replica
+            .fetch_wal_segment(generation, index, offset, 0)
+            .await?;
         let chunks: Vec<_> = body.try_collect().await?;
         Ok(chunks.concat())
     }

@@ -24,6 +24,22 @@ pub enum Fault {
     SlowStream(Duration),
     /// Extra latency before the fetch is ready.
     Delay(Duration),
+    /// The first `times` fetches of the segment fail with `ReplicaError::Unavailable`; later
+    /// ones succeed.
+    UnavailableTimes(u32),
+    /// The first `times` fetches of the segment break after `after` bytes of the segment
+    /// (counted from its first byte, whatever the fetch's `start`); later ones succeed.
+    CutTimes { times: u32, after: usize },
+}
+
+/// Faults at random, each drawn for every fetch: the fetch fails (`Unavailable`) with
+/// probability `fail_permille` / 1000, or its stream breaks at a random byte with probability
+/// `cut_permille` / 1000. Deterministic for a seed and a sequence of fetches.
+#[derive(Clone, Copy, Debug)]
+pub struct TransientFaults {
+    pub fail_permille: u32,
+    pub cut_permille: u32,
+    pub seed: u64,
 }
 
 /// Counters of a `MemReplica`'s work.
@@ -63,6 +79,13 @@ struct Settings {
     chunk_size: usize,
     list_error: Option<ReplicaError>,
     faults: HashMap<(u64, u64), Fault>,
+    transient: Option<TransientFaults>,
+    /// The first `.1` listings fail (`Unavailable`) after delivering `.0` pages.
+    listing_breaks: Option<(usize, u32)>,
+    /// Fetches of each segment so far, for the `*Times` faults.
+    attempts: HashMap<(u64, u64), u32>,
+    /// Draws made for `transient`.
+    draws: u64,
 }
 
 impl Default for Settings {
@@ -74,6 +97,10 @@ impl Default for Settings {
             chunk_size: 64 * 1024,
             list_error: None,
             faults: HashMap::new(),
+            transient: None,
+            listing_breaks: None,
+            attempts: HashMap::new(),
+            draws: 0,
         }
     }
 }
@@ -297,7 +324,20 @@ impl MemReplica {
 
     /// Removes every injected fault.
     pub fn clear_faults(&self) {
-        lock(&self.inner.settings).faults.clear();
+        let mut settings = lock(&self.inner.settings);
+        settings.faults.clear();
+        settings.attempts.clear();
+        settings.transient = None;
+    }
+
+    /// Makes the first `times` listings fail with `Unavailable` after `pages` pages.
+    pub fn set_listing_breaks(&self, pages: usize, times: u32) {
+        lock(&self.inner.settings).listing_breaks = Some((pages, times));
+    }
+
+    /// Injects faults at random into every fetch (see [`TransientFaults`]), or stops.
+    pub fn set_transient_faults(&self, faults: Option<TransientFaults>) {
+        lock(&self.inner.settings).transient = faults;
     }
 
     /// The counters so far.
@@ -332,7 +372,15 @@ impl Replica for MemReplica {
         generation: &str,
         min_index: u64,
     ) -> BoxStream<'static, Result<Vec<WalSegmentInfo>, ReplicaError>> {
-        lock(&self.inner.stats).listings += 1;
+        let listing = {
+            let mut stats = lock(&self.inner.stats);
+            stats.listings += 1;
+            stats.listings
+        };
+        let break_after = lock(&self.inner.settings)
+            .listing_breaks
+            .filter(|&(_, times)| listing <= u64::from(times))
+            .map(|(pages, _)| pages);
         if !is_generation_name(generation) {
             return stream::iter([Err(super::invalid_generation(generation))]).boxed();
         }
@@ -347,10 +395,17 @@ impl Replica for MemReplica {
             })
             .collect();
         let inner = self.inner.clone();
+        let mut delivered = 0usize;
         stream::unfold(Some(segments), move |remaining| {
             let inner = inner.clone();
+            let broken = break_after == Some(delivered);
+            delivered += 1;
             async move {
                 let mut remaining = remaining?;
+                if broken {
+                    let e = ReplicaError::Unavailable("injected: listing interrupted".into());
+                    return Some((Err(e), None));
+                }
                 let (latency, page_size, error) = {
                     let s = lock(&inner.settings);
                     (s.list_latency, s.page_size, s.list_error.clone())
@@ -375,6 +430,7 @@ impl Replica for MemReplica {
         generation: &str,
         index: u64,
         offset: u64,
+        start: u64,
     ) -> BoxFuture<'static, Result<SegmentBody, ReplicaError>> {
         let guard = OutstandingGuard::new(self.inner.clone());
         if !is_generation_name(generation) {
@@ -385,12 +441,47 @@ impl Replica for MemReplica {
             .get(&(generation.to_owned(), index, offset))
             .cloned();
         let (latency, chunk_size, fault) = {
-            let s = lock(&self.inner.settings);
-            (
-                s.fetch_latency,
-                s.chunk_size,
-                s.faults.get(&(index, offset)).cloned(),
-            )
+            let mut s = lock(&self.inner.settings);
+            let attempt = {
+                let n = s.attempts.entry((index, offset)).or_insert(0);
+                *n += 1;
+                *n
+            };
+            let len = data.as_ref().map_or(0, |d| d.len());
+            let mut fault = match s.faults.get(&(index, offset)).cloned() {
+                Some(Fault::UnavailableTimes(times)) if attempt <= times => {
+                    Some(Fault::FetchError(ReplicaError::Unavailable(format!(
+                        "injected: unavailable (attempt {attempt})"
+                    ))))
+                }
+                Some(Fault::CutTimes { times, after }) if attempt <= times => {
+                    Some(Fault::MidStream {
+                        after,
+                        message: format!("injected: connection reset (attempt {attempt})"),
+                    })
+                }
+                Some(Fault::UnavailableTimes(_) | Fault::CutTimes { .. }) => None,
+                other => other,
+            };
+            if fault.is_none()
+                && let Some(t) = s.transient
+            {
+                s.draws += 1;
+                let roll = splitmix(t.seed ^ s.draws.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let permille = (roll % 1000) as u32;
+                if permille < t.fail_permille {
+                    fault = Some(Fault::FetchError(ReplicaError::Unavailable(
+                        "injected: transient failure".into(),
+                    )));
+                } else if permille < t.fail_permille + t.cut_permille && len > 0 {
+                    let after = ((roll >> 20) % len as u64) as usize;
+                    fault = Some(Fault::MidStream {
+                        after,
+                        message: "injected: transient connection reset".into(),
+                    });
+                }
+            }
+            (s.fetch_latency, s.chunk_size, fault)
         };
         let path = segment_path(generation, index, offset);
         // The latency runs from the call, not from when the runtime first polls the task.
@@ -415,8 +506,10 @@ impl Replica for MemReplica {
                 Some(Fault::SlowStream(d)) => (data.len(), None, d),
                 _ => (data.len(), None, Duration::ZERO),
             };
+            // The stream carries bytes `start..`; a cut before `start` breaks it at once.
+            let from = usize::try_from(start).unwrap_or(usize::MAX).min(limit);
             Ok(body(
-                data.slice(..limit),
+                data.slice(from..limit),
                 chunk_size,
                 chunk_delay,
                 failure,
@@ -425,6 +518,14 @@ impl Replica for MemReplica {
         }
         .boxed()
     }
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit value from any input.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Streams `data` in chunks (zero-copy slices), then fails with `failure` if given. The guard
@@ -490,8 +591,8 @@ mod tests {
     #[tokio::test]
     async fn outstanding_counts_until_the_body_is_dropped() {
         let replica = replica_with(3, 10);
-        let f0 = replica.fetch_wal_segment(GEN, 0, 0);
-        let f1 = replica.fetch_wal_segment(GEN, 1, 0);
+        let f0 = replica.fetch_wal_segment(GEN, 0, 0, 0);
+        let f1 = replica.fetch_wal_segment(GEN, 1, 0, 0);
         let stats = replica.stats();
         assert_eq!(
             (stats.fetches, stats.outstanding, stats.max_outstanding),
@@ -505,7 +606,7 @@ mod tests {
         // A completed future hands the guard to the body: still outstanding until it drops.
         let body = f1.await.unwrap();
         assert_eq!(replica.stats().outstanding, 1);
-        let f2 = replica.fetch_wal_segment(GEN, 2, 0);
+        let f2 = replica.fetch_wal_segment(GEN, 2, 0, 0);
         assert_eq!(replica.stats().max_outstanding, 2);
         drop(body);
         assert_eq!(replica.stats().outstanding, 1);
@@ -541,11 +642,11 @@ mod tests {
         );
         replica.set_fault(2, 0, Fault::SlowStream(Duration::from_millis(1)));
 
-        let err = replica.fetch_wal_segment(GEN, 0, 0).await.err().unwrap();
+        let err = replica.fetch_wal_segment(GEN, 0, 0, 0).await.err().unwrap();
         assert_eq!(err, ReplicaError::Other("marker".into()));
 
         let items: Vec<_> = replica
-            .fetch_wal_segment(GEN, 1, 0)
+            .fetch_wal_segment(GEN, 1, 0, 0)
             .await
             .unwrap()
             .collect()
@@ -557,7 +658,7 @@ mod tests {
         );
 
         let chunks: Vec<Bytes> = replica
-            .fetch_wal_segment(GEN, 2, 0)
+            .fetch_wal_segment(GEN, 2, 0, 0)
             .await
             .unwrap()
             .try_collect()
@@ -568,12 +669,12 @@ mod tests {
             vec![30, 30, 30, 10]
         );
 
-        let err = replica.fetch_wal_segment(GEN, 9, 0).await.err().unwrap();
+        let err = replica.fetch_wal_segment(GEN, 9, 0, 0).await.err().unwrap();
         assert!(matches!(err, ReplicaError::NotFound(_)), "{err:?}");
         assert!(err.message().contains("0000000000000009"), "{err}");
 
         replica.clear_faults();
-        assert!(replica.fetch_wal_segment(GEN, 0, 0).await.is_ok());
+        assert!(replica.fetch_wal_segment(GEN, 0, 0, 0).await.is_ok());
         assert_eq!(replica.stats().outstanding, 0);
     }
 
@@ -633,7 +734,7 @@ mod tests {
             .unwrap();
         assert_eq!(listed.len(), 6);
         let body: Vec<Bytes> = replica
-            .fetch_wal_segment(GEN, 2, 0x1038)
+            .fetch_wal_segment(GEN, 2, 0x1038, 0)
             .await
             .unwrap()
             .try_collect()

@@ -3,10 +3,12 @@
 //! backend (S3, ...) touches only this module.
 
 mod dir;
+mod logging;
 mod mem;
 
 pub use dir::DirReplica;
-pub use mem::{Fault, FetchStats, MemReplica};
+pub use logging::{LogLine, LoggingReplica};
+pub use mem::{Fault, FetchStats, MemReplica, TransientFaults};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -71,12 +73,14 @@ pub trait Replica: Send + Sync + 'static {
         min_index: u64,
     ) -> BoxStream<'static, Result<Vec<WalSegmentInfo>, ReplicaError>>;
 
-    /// The compressed bytes of one segment.
+    /// The compressed bytes of one segment, from byte `start` (0: all of it; more: to resume
+    /// a broken stream). A `start` at or past the end gives an empty body.
     fn fetch_wal_segment(
         &self,
         generation: &str,
         index: u64,
         offset: u64,
+        start: u64,
     ) -> BoxFuture<'static, Result<SegmentBody, ReplicaError>>;
 }
 

@@ -289,7 +289,7 @@ async fn native_download(
         .map(move |s| {
             // Each fetch runs on its own task, so it progresses while this one decodes.
             let fetch = s.map(|s| {
-                let fetch = fetcher.fetch_wal_segment(&generation, s.index, s.offset);
+                let fetch = fetcher.fetch_wal_segment(&generation, s.index, s.offset, 0);
                 let task = tokio::spawn(async move {
                     let body: Vec<Bytes> = fetch.await?.try_collect().await?;
                     Ok::<_, crate::backend::ReplicaError>(body)

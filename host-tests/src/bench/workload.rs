@@ -73,7 +73,7 @@ impl Workload {
         let mut expected: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for s in listed.iter().filter(|s| s.index <= max_index) {
             let body: Vec<Bytes> = dir
-                .fetch_wal_segment(&generation, s.index, s.offset)
+                .fetch_wal_segment(&generation, s.index, s.offset, 0)
                 .await?
                 .try_collect()
                 .await?;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 use walrestore_host::{
-    DirReplica, Options, Replica, Runtime, RuntimeConfig, default_cache_dir, parse_hex16,
+    DirReplica, LogLine, LoggingReplica, Options, Replica, Runtime, RuntimeConfig,
+    default_cache_dir, parse_hex16,
 };
 
 /// Download WAL files from a Litestream (v0.4) replica.
@@ -79,6 +80,17 @@ struct Cli {
     /// limit beyond WebAssembly's 4 GiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_memory: Option<u64>,
+
+    /// Attempts at a fetch or listing that fails transiently (the store unavailable, or a
+    /// stream that breaks, which resumes from the byte where it stopped), with exponential
+    /// backoff between them. 1 turns retries off.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: u32,
+
+    /// Print a debug line on stderr for every failed fetch or listing and every retry (and no
+    /// progress line).
+    #[arg(short, long)]
+    verbose: bool,
 
     /// Print nothing but errors.
     #[arg(short, long)]
@@ -177,12 +189,19 @@ async fn run(cli: Cli) -> Result<(), String> {
     options.max_wal_size = cli.max_wal_size;
     options.timeout = cli.timeout;
     options.max_memory = cli.max_memory;
+    options.max_attempts = cli.max_attempts;
+    let replica: Arc<dyn Replica> = if cli.verbose {
+        let log: LogLine = Arc::new(|line| eprintln!("wal-download: debug: {line}"));
+        Arc::new(LoggingReplica::new(replica, log))
+    } else {
+        replica
+    };
     let mut download = runtime
         .start_sharded(replica, &cli.out_dir, &options, cli.shards)
         .await
         .map_err(|e| format!("{e:#}"))?;
 
-    let progress = !cli.quiet && std::io::stderr().is_terminal();
+    let progress = !cli.quiet && !cli.verbose && std::io::stderr().is_terminal();
     let total = max_index
         .checked_sub(min_index)
         .map(|n| n.saturating_add(1));
@@ -208,10 +227,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
     }
     clear_progress(progress && files > 0);
+    let stats = download.stats().await.unwrap_or_default();
     download.close().await.map_err(|e| e.message)?;
     if !cli.quiet {
+        let retries = match stats.retries {
+            0 => String::new(),
+            1 => ", after 1 retry".to_owned(),
+            n => format!(", after {n} retries"),
+        };
         eprintln!(
-            "downloaded {files} WAL files ({bytes} bytes) from generation {generation} in {:.3} s",
+            "downloaded {files} WAL files ({bytes} bytes) from generation {generation} in {:.3} s{retries}",
             started.elapsed().as_secs_f64()
         );
     }

@@ -75,12 +75,15 @@ impl wit::Host for ReplicaClientView<'_> {
         generation: String,
         index: u64,
         offset: u64,
+        start: u64,
     ) -> wasmtime::Result<Resource<FutureSegment>> {
         // Every future is counted (`drop` uncounts it), even one that failed at once.
         let future = match self.limits.start_fetch() {
             Err(e) => FutureSegment::Ready(Err(e)),
             Ok(()) if is_generation_name(&generation) => {
-                let fetch = self.replica.fetch_wal_segment(&generation, index, offset);
+                let fetch = self
+                    .replica
+                    .fetch_wal_segment(&generation, index, offset, start);
                 FutureSegment::Pending(wasmtime_wasi::runtime::spawn(fetch))
             }
             Ok(()) => FutureSegment::Ready(Err(backend::invalid_generation(&generation))),
@@ -293,7 +296,7 @@ mod tests {
         f.mem.set_chunk_size(7);
         let data: Vec<u8> = (0..100).collect();
         f.mem.insert(GEN, 0, 0, data.clone());
-        let future = f.view().fetch_wal_segment(GEN.into(), 0, 0).unwrap();
+        let future = f.view().fetch_wal_segment(GEN.into(), 0, 0, 0).unwrap();
         let stream = f.get(&future).await.unwrap().unwrap();
         // The result can be taken once.
         assert!(f.get(&future).await.is_err());
@@ -318,7 +321,7 @@ mod tests {
         let message = "marker".to_owned();
         f.mem
             .set_fault(0, 0, Fault::MidStream { after: 20, message });
-        let future = f.view().fetch_wal_segment(GEN.into(), 0, 0).unwrap();
+        let future = f.view().fetch_wal_segment(GEN.into(), 0, 0, 0).unwrap();
         let stream = f.get(&future).await.unwrap().unwrap();
         let (got, end) = f.read_all(&stream, 1000).await;
         assert_eq!(got, vec![1u8; 20]);
@@ -333,14 +336,17 @@ mod tests {
     #[tokio::test]
     async fn fetch_errors_and_invalid_generations_are_replica_errors() {
         let mut f = Fixture::new();
-        let future = f.view().fetch_wal_segment(GEN.into(), 3, 0).unwrap();
+        let future = f.view().fetch_wal_segment(GEN.into(), 3, 0, 0).unwrap();
         let result = f.get(&future).await.unwrap();
         assert!(
             matches!(result, Err(wit::ReplicaError::NotFound(_))),
             "{result:?}"
         );
 
-        let future = f.view().fetch_wal_segment("../etc".into(), 0, 0).unwrap();
+        let future = f
+            .view()
+            .fetch_wal_segment("../etc".into(), 0, 0, 0)
+            .unwrap();
         let result = f.get(&future).await.unwrap();
         assert!(
             matches!(result, Err(wit::ReplicaError::Other(ref m)) if m.contains("invalid generation"))
@@ -361,7 +367,7 @@ mod tests {
         f.mem.insert(GEN, 0, 0, vec![0u8; 10]);
         f.mem
             .set_fault(0, 0, Fault::Delay(std::time::Duration::from_secs(3600)));
-        let future = f.view().fetch_wal_segment(GEN.into(), 0, 0).unwrap();
+        let future = f.view().fetch_wal_segment(GEN.into(), 0, 0, 0).unwrap();
         let borrowed = Resource::new_borrow(future.rep());
         assert!(f.view().get(borrowed).unwrap().is_none(), "still pending");
         assert_eq!(f.mem.stats().outstanding, 1);
@@ -414,9 +420,9 @@ mod tests {
         };
 
         // Two fetches out: a third is refused at once, and starts no fetch.
-        let a = f.view().fetch_wal_segment(GEN.into(), 0, 0).unwrap();
-        let b = f.view().fetch_wal_segment(GEN.into(), 1, 0).unwrap();
-        let c = f.view().fetch_wal_segment(GEN.into(), 2, 0).unwrap();
+        let a = f.view().fetch_wal_segment(GEN.into(), 0, 0, 0).unwrap();
+        let b = f.view().fetch_wal_segment(GEN.into(), 1, 0, 0).unwrap();
+        let c = f.view().fetch_wal_segment(GEN.into(), 2, 0, 0).unwrap();
         let refused = f.get(&c).await;
         assert!(is_limit(&refused, "segment fetches"), "{refused:?}");
         assert_eq!(
@@ -432,14 +438,14 @@ mod tests {
         let sb = f.get(&b).await.unwrap().unwrap();
         HostFutureWalSegment::drop(&mut f.view(), a).unwrap();
         HostFutureWalSegment::drop(&mut f.view(), b).unwrap();
-        let d = f.view().fetch_wal_segment(GEN.into(), 3, 0).unwrap();
+        let d = f.view().fetch_wal_segment(GEN.into(), 3, 0, 0).unwrap();
         let refused = f.get(&d).await;
         assert!(is_limit(&refused, "segment streams"), "{refused:?}");
         HostFutureWalSegment::drop(&mut f.view(), d).unwrap();
 
         // Dropping a stream makes room again.
         f.table.delete(sa).unwrap();
-        let e = f.view().fetch_wal_segment(GEN.into(), 3, 0).unwrap();
+        let e = f.view().fetch_wal_segment(GEN.into(), 3, 0, 0).unwrap();
         let stream = f.get(&e).await.unwrap().unwrap();
         let (data, end) = f.read_all(&stream, 100).await;
         assert_eq!(data, vec![3u8; 10]);

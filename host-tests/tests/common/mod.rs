@@ -78,6 +78,8 @@ pub fn options(generation: &str, min: u64, max: u64, parallelism: u32) -> Option
 pub fn wal_options(generation: &str, min: u64, max: u64, parallelism: u32) -> Options {
     let mut o = Options::new(generation, min, max);
     o.parallelism = parallelism;
+    // The default attempts, with short backoffs: permanent faults are retried to no avail.
+    o.retry_delay = std::time::Duration::from_millis(1);
     o
 }
 
